@@ -1,0 +1,75 @@
+"""What the command-line entry points share: the --data flag, the synthetic
+default, and how skipped input is reported. Side effects live here and in
+the entry points, not in the library."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+DATA_HELP = """\
+data: a folder in Kaggle's layout (<id>/images/<id>.png, <id>/masks/*.png)
+or a plain folder of PNG/TIF images. Without --data, a synthetic DSB-like set
+is generated once into $NUCJAX_CACHE (default ~/.cache/nucjax) and used.
+
+bad input: a missing folder, or one with no image, stops the command. A
+sample with no images/ folder, an unreadable or truncated image, or (when
+labels are needed) a missing or empty masks/ folder, an unreadable mask or
+a mask of another size than its image is skipped with a warning naming the
+file; the rest of the set still loads. Stray non-image files and empty
+masks are ignored with a warning. --strict makes any of these an error.
+Pixels claimed by two masks go to the smaller nucleus."""
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, help="dataset folder (default: the synthetic set)")
+    parser.add_argument("--strict", action="store_true", help="stop at the first skipped file instead of warning")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("NUCJAX_CACHE", Path.home() / ".cache" / "nucjax"))
+
+
+def synthetic_root(config=None) -> Path:
+    """The synthetic set's folder, generated on first use; the folder name
+    carries the config so a different config never reuses stale files."""
+    from nucjax.data import SyntheticConfig, generate, write_kaggle_sample
+    from nucjax.data.synthetic import GENERATOR_VERSION
+
+    config = config or SyntheticConfig()
+    text = json.dumps({**asdict(config), "generator_version": GENERATOR_VERSION}, sort_keys=True)
+    root = cache_root() / f"synthetic-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    if not (root / ".synthetic_config.json").exists():
+        print(f"generating {config.n_images} synthetic images into {root} ...", file=sys.stderr)
+        # Build beside, then rename: a concurrent run never sees half a set.
+        staging = root.with_name(f"{root.name}.tmp-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        for sample in generate(config):
+            write_kaggle_sample(sample, staging)
+        (staging / ".synthetic_config.json").write_text(text)
+        try:
+            staging.rename(root)
+        except OSError:  # another process finished first
+            shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+def data_root(data: Path | None) -> Path:
+    return synthetic_root() if data is None else data
+
+
+def report_skipped(dataset) -> None:
+    """Warn on stderr about every file a dataset left out."""
+    for entry in dataset.skipped:
+        print(f"warning: {entry}", file=sys.stderr)
+
+
+def fail(message: str, status: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(status)
