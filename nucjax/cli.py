@@ -27,9 +27,18 @@ masks are ignored with a warning. --strict makes any of these an error.
 Pixels claimed by two masks go to the smaller nucleus."""
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+def data_command_parser(module: str, docstring: str) -> argparse.ArgumentParser:
+    """A parser for `python -m module` that reads a dataset: its description
+    is the docstring after the title line, --help ends with DATA_HELP."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {module}",
+        description=docstring.split("\n\n", 1)[1],
+        epilog=DATA_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--data", type=Path, help="dataset folder (default: the synthetic set)")
     parser.add_argument("--strict", action="store_true", help="stop at the first skipped file instead of warning")
+    return parser
 
 
 def cache_root() -> Path:
@@ -68,6 +77,19 @@ def report_skipped(dataset) -> None:
     """Warn on stderr about every file a dataset left out."""
     for entry in dataset.skipped:
         print(f"warning: {entry}", file=sys.stderr)
+
+
+def load_data(data: Path | None, strict: bool = False, labelled: bool | None = None):
+    """Load --data (or the synthetic default), warn about what was skipped,
+    and exit with status 2 and the reason when nothing can be loaded."""
+    from nucjax.data import DataError, load_dataset
+
+    try:
+        dataset = load_dataset(data_root(data), labelled=labelled, strict=strict)
+    except DataError as err:
+        fail(str(err))
+    report_skipped(dataset)
+    return dataset
 
 
 def fail(message: str, status: int = 2) -> None:

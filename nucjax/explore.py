@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nucjax.cli import DATA_HELP, add_data_arguments, data_root, fail, report_skipped
+from nucjax.cli import data_command_parser, fail, load_data
 
 
 @dataclass(frozen=True)
@@ -141,13 +141,7 @@ def write_sweep_plot(result, path: Path) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m nucjax.explore",
-        description=__doc__.split("\n\n", 1)[1],
-        epilog=DATA_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_data_arguments(parser)
+    parser = data_command_parser("nucjax.explore", __doc__)
     parser.add_argument("--out", type=Path, default=Path("explore"), help="folder for plots and summary.txt (default: %(default)s)")
     parser.add_argument("--sweep", action="store_true", help="also sweep the simple model's threshold on the labelled images")
     return parser.parse_args(argv)
@@ -155,14 +149,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from nucjax.data import DataError, load_dataset
     from nucjax.models.threshold import sweep_thresholds
 
-    try:
-        dataset = load_dataset(data_root(args.data), labelled=None, strict=args.strict)
-    except DataError as err:
-        fail(str(err))
-    report_skipped(dataset)
+    dataset = load_data(args.data, args.strict)
     stats = [image_stats(s) for s in dataset.samples]
     args.out.mkdir(parents=True, exist_ok=True)
     written = write_plots(stats, args.out)

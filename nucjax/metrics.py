@@ -24,22 +24,27 @@ class ImageScore:
     tp: tuple[int, ...]  # true positives at each of IOU_THRESHOLDS
 
 
-def compact_labels(labels: np.ndarray) -> tuple[np.ndarray, int]:
-    """Relabel to 0..n without gaps, keeping 0 as background; returns (labels, n).
+def compact_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Relabel to 0..n without gaps, 0 staying background.
 
-    Works in O(pixels + max label), with no sort, so sparse label ids (a
-    16-bit PNG with ids up to 65535) stay cheap.
+    Returns (flat labels, areas) where areas[i] is the pixel count of label
+    i (areas[0] the background). O(pixels + max label) with no sort, so
+    sparse ids (a 16-bit PNG with ids up to 65535) stay cheap, and labels
+    that are already consecutive are not copied.
     """
-    flat = np.asarray(labels).ravel()
-    if flat.size == 0:
-        return np.zeros(np.shape(labels), np.int64), 0
-    if flat.min() < 0:
-        raise ValueError("label images may not hold negative labels")
-    present = np.bincount(flat) > 0
-    present[0] = False
-    lookup = np.zeros(present.size, dtype=np.int64)
-    lookup[present] = np.arange(1, int(present.sum()) + 1)
-    return lookup[flat].reshape(np.shape(labels)), int(present.sum())
+    flat = np.ravel(labels)
+    if flat.size and not np.issubdtype(flat.dtype, np.integer):
+        raise ValueError(f"label images must hold integers, got {flat.dtype}")
+    try:
+        counts = np.bincount(flat, minlength=1)
+    except ValueError:
+        raise ValueError("label images may not hold negative labels") from None
+    present = np.flatnonzero(counts[1:]) + 1
+    if len(present) == len(counts) - 1:
+        return flat, counts
+    lookup = np.zeros(len(counts), dtype=np.int32)
+    lookup[present] = np.arange(1, len(present) + 1, dtype=np.int32)
+    return lookup[flat], np.concatenate([counts[:1], counts[present]])
 
 
 def iou_matrix(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -47,16 +52,15 @@ def iou_matrix(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
     One bincount over label pairs gives all intersections at once.
     """
-    if truth.shape != pred.shape:
-        raise ValueError(f"truth {truth.shape} and prediction {pred.shape} differ in shape")
-    t, n_true = compact_labels(truth)
-    p, n_pred = compact_labels(pred)
-    joint = np.bincount(t.ravel() * (n_pred + 1) + p.ravel(), minlength=(n_true + 1) * (n_pred + 1))
-    joint = joint.reshape(n_true + 1, n_pred + 1)
-    area_true = joint.sum(axis=1)[1:, None]
-    area_pred = joint.sum(axis=0)[None, 1:]
-    inter = joint[1:, 1:]
-    return inter / np.maximum(area_true + area_pred - inter, 1)
+    if np.shape(truth) != np.shape(pred):
+        raise ValueError(f"truth {np.shape(truth)} and prediction {np.shape(pred)} differ in shape")
+    t, area_true = compact_labels(truth)
+    p, area_pred = compact_labels(pred)
+    n_true, n_pred = len(area_true) - 1, len(area_pred) - 1
+    pair_dtype = np.int32 if (n_true + 1) * (n_pred + 1) < 2**31 else np.int64
+    pairs = t.astype(pair_dtype, copy=False) * (n_pred + 1) + p
+    inter = np.bincount(pairs, minlength=(n_true + 1) * (n_pred + 1)).reshape(n_true + 1, n_pred + 1)[1:, 1:]
+    return inter / (area_true[1:, None] + area_pred[None, 1:] - inter)
 
 
 def image_score(truth: np.ndarray, pred: np.ndarray) -> ImageScore:
@@ -71,7 +75,8 @@ def image_score(truth: np.ndarray, pred: np.ndarray) -> ImageScore:
     n_true, n_pred = iou.shape
     if n_true == 0 and n_pred == 0:
         return ImageScore(1.0, 0, 0, (0,) * len(IOU_THRESHOLDS))
-    tp = (iou[..., None] > IOU_THRESHOLDS).sum(axis=(0, 1))
+    candidates = iou[iou > IOU_THRESHOLDS[0]]
+    tp = (candidates[:, None] > IOU_THRESHOLDS).sum(axis=0)
     per_threshold = tp / (n_true + n_pred - tp)  # TP + FP + FN
     return ImageScore(float(per_threshold.mean()), n_true, n_pred, tuple(int(x) for x in tp))
 

@@ -10,7 +10,6 @@ overlapping objects) stops with exit status 2 and a message naming the row.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -28,12 +27,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def read_truth(path: Path) -> dict:
     """Truth label images by ImageId, from a solution CSV or a Kaggle folder."""
+    from nucjax.cli import report_skipped
     from nucjax.data import load_dataset, read_rle_csv
 
     if path.is_dir():
         dataset = load_dataset(path, labelled=True)
-        for entry in dataset.skipped:
-            print(f"warning: {entry}", file=sys.stderr)
+        report_skipped(dataset)
         return {s.image_id: s.labels for s in dataset.samples}
     return read_rle_csv(path)
 

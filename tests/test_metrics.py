@@ -101,10 +101,18 @@ def test_agrees_with_the_naive_reading(seed):
 
 def test_sparse_label_ids_are_compacted():
     labels = np.array([[0, 65535], [3, 3]])
-    compact, n = compact_labels(labels)
-    assert n == 2
-    assert compact.tolist() == [[0, 2], [1, 1]]
+    compact, areas = compact_labels(labels)
+    assert compact.tolist() == [0, 2, 1, 1]
+    assert areas.tolist() == [1, 2, 1]
     assert iou_matrix(labels, labels).shape == (2, 2)
+    assert image_score(labels, labels).score == 1.0
+
+
+def test_negative_or_float_labels_are_refused():
+    with pytest.raises(ValueError, match="negative"):
+        image_score(np.array([[-1, 0]]), np.zeros((1, 2), int))
+    with pytest.raises(ValueError, match="integers"):
+        image_score(np.zeros((1, 2)), np.zeros((1, 2), int))
 
 
 def test_kaggle_score_is_the_mean_over_images():

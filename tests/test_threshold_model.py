@@ -39,3 +39,12 @@ def test_sweep_finds_the_threshold_that_separates_dim_noise():
     assert max(result.kaggle) == 1.0
     assert result.kaggle[0] < 0.5  # the speckle makes false objects
     assert len(result.full_mask) == 5
+
+
+def test_specks_under_the_minimum_size_vanish():
+    mask = np.zeros((20, 20), bool)
+    mask[2:4, 2:4] = True  # 4 px
+    mask[10:16, 10:16] = True  # 36 px
+    assert components(mask).max() == 2
+    labels = components(mask, min_size=5)
+    assert labels.max() == 1 and labels[12, 12] == 1 and labels[3, 3] == 0

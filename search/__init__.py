@@ -1,0 +1,1 @@
+"""Ray Tune search over U-Nets (python -m search.run): not built yet."""
