@@ -5,6 +5,8 @@ stage1_solution.csv) or a folder in Kaggle's layout. The mean score is
 printed alone on the last line. A malformed submission (bad header, odd or
 unsorted RLE, a run out of the image, an unknown or missing ImageId,
 overlapping objects) stops with exit status 2 and a message naming the row.
+So does a truth folder with a sample that cannot be read with its labels;
+stray non-image files in it are ignored with a warning.
 """
 
 from __future__ import annotations
@@ -28,11 +30,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def read_truth(path: Path) -> dict:
     """Truth label images by ImageId, from a solution CSV or a Kaggle folder."""
     from nucjax.cli import report_skipped
-    from nucjax.data import load_dataset, read_rle_csv
+    from nucjax.data import DataError, load_dataset, read_rle_csv
 
     if path.is_dir():
         dataset = load_dataset(path, labelled=True)
         report_skipped(dataset)
+        lost = [entry for entry in dataset.skipped if entry.lost_sample]
+        if lost:
+            raise DataError(f"{lost[0]}; a score needs every truth image")
         return {s.image_id: s.labels for s in dataset.samples}
     return read_rle_csv(path)
 

@@ -56,6 +56,21 @@ def test_malformed_submission_exits_2_naming_the_row(tmp_path, tiny_root, capsys
     assert code == 2 and "no such file" in captured.err
 
 
+def test_score_refuses_a_truth_folder_that_lost_a_sample(tmp_path, tiny_root, capsys):
+    import shutil
+
+    dataset = load_dataset(tiny_root)
+    write_submission(tmp_path / "s.csv", [(s.image_id, s.labels) for s in dataset.samples])
+    truth = tmp_path / "truth"
+    shutil.copytree(tiny_root, truth)
+    (truth / "notes.txt").write_text("a stray file is fine")
+    score.main([str(tmp_path / "s.csv"), str(truth)])
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "1.000000"
+    shutil.rmtree(truth / dataset.image_ids[0] / "masks")
+    code, captured = run_score(capsys, tmp_path / "s.csv", truth)
+    assert code == 2 and "no masks/ folder" in captured.err and "every truth image" in captured.err
+
+
 def test_baseline_writes_a_complete_submission_and_scores_it(tmp_path, tiny_root, capsys):
     out = tmp_path / "sub.csv"
     baseline.main(["--data", str(tiny_root), "--out", str(out), "--sweep", "--val-fraction", "0.3"])

@@ -296,3 +296,15 @@ def test_real_images_load_with_labels():
 def test_write_refuses_an_unlabelled_sample(tmp_path):
     with pytest.raises(ValueError, match="no labels"):
         write_kaggle_sample(Sample("x", np.zeros((4, 4, 3), np.uint8)), tmp_path)
+
+
+@needs_real
+def test_real_labels_round_trip_through_a_train_labels_csv(tmp_path):
+    from nucjax.submission import submission_rows
+
+    dataset = load_dataset(REAL_ROOT, ids=real_ids(2), strict=True)
+    rows = [row for s in dataset.samples for row in submission_rows(s.image_id, s.labels)]
+    write_rle_csv(tmp_path / "stage1_train_labels.csv", rows)
+    labels = read_rle_csv(tmp_path / "stage1_train_labels.csv", {s.image_id: s.labels.shape for s in dataset.samples})
+    for sample in dataset.samples:
+        assert np.array_equal(labels[sample.image_id], sample.labels)

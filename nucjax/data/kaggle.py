@@ -62,6 +62,11 @@ class Skipped:
     path: str
     reason: str
 
+    @property
+    def lost_sample(self) -> bool:
+        """True when a whole sample (or its labels) was left out, not just a stray file."""
+        return not self.reason.endswith(": ignored")
+
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
 
