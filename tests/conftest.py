@@ -3,7 +3,14 @@ DSB2018 folder when ../shared has it."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# One JAX compilation cache for every test process, set before JAX loads.
+_CACHE = Path(__file__).resolve().parents[1] / ".jax_cache"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pytest
 
@@ -40,3 +47,27 @@ def real_ids(n: int) -> list[str]:
 
 
 needs_real = pytest.mark.skipif(not REAL_ROOT.is_dir(), reason="real DSB2018 data not present in ../shared")
+
+
+def tiny_experiment(**sections):
+    """A U-Net small enough to train in seconds on 32 px crops."""
+    from nucjax.config import ExperimentConfig
+    from nucjax.inputs import InputConfig
+    from nucjax.models.unet import UNetConfig
+
+    config = ExperimentConfig(
+        model=UNetConfig(depth=2, base_filters=4, out_channels=2),
+        inputs=InputConfig(size=32, mode="crop", border=True),
+    ).replace(train={"epochs": 2, "steps_per_epoch": 3, "batch_size": 2, "warmup_steps": 1})
+    return config.replace(**sections) if sections else config
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_root):
+    """A finished two-epoch run of python -m nucjax.train on the tiny set."""
+    from nucjax.train.__main__ import main
+
+    run = tmp_path_factory.mktemp("run") / "run"
+    main(["--data", str(tiny_root), "--out", str(run), "--size", "32", "--depth", "2", "--base-filters", "4",
+          "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "2", "--val-fraction", "0.3"])
+    return run

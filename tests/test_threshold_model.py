@@ -1,7 +1,8 @@
 import numpy as np
 
 from nucjax.metrics import image_score
-from nucjax.models.threshold import components, sweep_thresholds, threshold_labels
+from nucjax.models.threshold import sweep_thresholds, threshold_labels
+from nucjax.postprocess import components
 
 
 def test_components_are_eight_connected():

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from nucjax.metrics import full_mask_score, image_score
+from nucjax.postprocess import components
 from nucjax.preprocess import preprocess
 
 #: The report's threshold on the preprocessed image.
@@ -22,21 +22,6 @@ DEFAULT_THRESHOLD = 40
 #: 0.334 to 0.378; 0 gives the report's model exactly.
 DEFAULT_MIN_SIZE = 20
 SWEEP_THRESHOLDS = tuple(range(10, 205, 5))
-
-
-def components(mask: np.ndarray, min_size: int = 0) -> np.ndarray:
-    """Instances of a binary mask: 8-connected components of at least
-    min_size pixels, as consecutive int32 labels."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(
-        np.asarray(mask, dtype=np.uint8), connectivity=8, ltype=cv2.CV_32S
-    )
-    if min_size <= 1:
-        return labels
-    keep = stats[:, cv2.CC_STAT_AREA] >= min_size
-    keep[0] = False
-    lookup = np.zeros(n, dtype=np.int32)
-    lookup[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return lookup[labels]
 
 
 def threshold_labels(image: np.ndarray, threshold: float = DEFAULT_THRESHOLD, min_size: int = DEFAULT_MIN_SIZE) -> np.ndarray:

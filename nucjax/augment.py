@@ -1,0 +1,66 @@
+"""Augmentation applied identically to a model input and its label image.
+
+Geometry moves the input and the labels together (targets are built from
+the moved labels afterwards, so they stay exact); intensity jitter touches
+the input only. Warps use reflect padding, so no black borders appear
+(the report's shifted and zoomed images had them). Everything follows
+from the numpy Generator passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    flips: bool = True  # flips and 90-degree rotations: the 8 symmetries
+    elastic: float = 0.3  # probability of an elastic deformation
+    elastic_alpha: float = 8.0  # displacement (px) before smoothing
+    elastic_sigma: float = 6.0  # smoothness (px) of the displacement
+    brightness: float = 0.1  # the input moves by up to +-this (on 0..1)
+    contrast: float = 0.15  # and is scaled by 1 +- this
+
+
+def symmetry(array: np.ndarray, k: int) -> np.ndarray:
+    """The k-th of the 8 symmetries of the square (k in 0..7): k % 4
+    quarter turns, then a left-right flip when k >= 4."""
+    out = np.rot90(array, k % 4, axes=(0, 1))
+    return np.ascontiguousarray(out[:, ::-1] if k >= 4 else out)
+
+
+def inverse_symmetry(array: np.ndarray, k: int) -> np.ndarray:
+    """Undo symmetry(., k)."""
+    out = array[:, ::-1] if k >= 4 else array
+    return np.ascontiguousarray(np.rot90(out, -(k % 4), axes=(0, 1)))
+
+
+def elastic_maps(rng: np.random.Generator, shape: tuple[int, int], alpha: float, sigma: float):
+    """Smooth random (map_x, map_y) for cv2.remap."""
+    h, w = shape
+    dx, dy = (cv2.GaussianBlur(rng.uniform(-1, 1, (h, w)).astype(np.float32), (0, 0), sigma) for _ in range(2))
+    # Normalise so alpha is the largest displacement, whatever sigma is.
+    scale = alpha / max(float(np.abs(dx).max()), float(np.abs(dy).max()), 1e-6)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    return xx + dx * scale, yy + dy * scale
+
+
+def augment(rng: np.random.Generator, inputs: np.ndarray, labels: np.ndarray, config: AugmentConfig):
+    """Augment an (H, W, C) float32 input in 0..1 and its (H, W) int32 labels."""
+    if config.flips:
+        k = int(rng.integers(8))
+        inputs, labels = symmetry(inputs, k), symmetry(labels, k)
+    if config.elastic and rng.random() < config.elastic:
+        map_x, map_y = elastic_maps(rng, labels.shape, config.elastic_alpha, config.elastic_sigma)
+        channels = inputs.shape[2]
+        inputs = cv2.remap(inputs, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        inputs = inputs.reshape(labels.shape + (channels,))
+        labels = cv2.remap(labels, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
+    if config.brightness or config.contrast:
+        gain = 1 + rng.uniform(-config.contrast, config.contrast)
+        shift = rng.uniform(-config.brightness, config.brightness)
+        inputs = np.clip((inputs - 0.5) * gain + 0.5 + shift, 0, 1).astype(np.float32)
+    return inputs, labels

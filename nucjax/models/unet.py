@@ -1,0 +1,158 @@
+"""The reference report's U-Nets in flax.nnx: the standard one, and the
+multi-arm "extended" one with an encoder per input.
+
+Both are fully convolutional: any (B, H, W, C) input whose H and W divide
+by 2**depth gives (B, H, W, out_channels) logits.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+MODELS = ("standard", "extended")
+#: Channels of each arm of the extended U-Net, in the order of its input:
+#: the preprocessed image, its adaptive threshold, the raw RGB image.
+EXTENDED_ARMS = (1, 1, 3)
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """A U-Net's shape. Defaults are the report's: depth 4, filters 8-16-32-64,
+    a 128 bottleneck."""
+
+    model: str = "standard"
+    depth: int = 4
+    base_filters: int = 8
+    batch_norm: bool = True
+    dropout: float = 0.0
+    out_channels: int = 1
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model '{self.model}'; choose one of {', '.join(MODELS)}")
+        if not 1 <= self.depth <= 7:
+            raise ValueError(f"depth must be 1..7, got {self.depth}")
+        if self.base_filters < 1 or self.out_channels < 1:
+            raise ValueError("base_filters and out_channels must be positive")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def in_channels(self) -> int:
+        return sum(EXTENDED_ARMS) if self.model == "extended" else 1
+
+    @property
+    def multiple(self) -> int:
+        """Input sides must divide by this."""
+        return 2**self.depth
+
+    def check_input_size(self, height: int, width: int) -> None:
+        if height % self.multiple or width % self.multiple:
+            raise ValueError(
+                f"input {height}x{width} does not divide by 2**depth = {self.multiple}; "
+                f"pick a size that is a multiple of {self.multiple}"
+            )
+
+
+class ConvBlock(nnx.Module):
+    """Two 3x3 'same' convolutions, each followed by optional batch norm and ReLU."""
+
+    def __init__(self, in_features: int, features: int, config: UNetConfig, rngs: nnx.Rngs):
+        self.convs = nnx.List(
+            [nnx.Conv(i, features, (3, 3), padding="SAME", use_bias=not config.batch_norm, rngs=rngs)
+             for i in (in_features, features)]
+        )
+        self.norms = nnx.List([nnx.BatchNorm(features, momentum=0.9, rngs=rngs) for _ in range(2)]) if config.batch_norm else None
+        self.dropout = nnx.Dropout(config.dropout, rngs=rngs) if config.dropout else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i, conv in enumerate(self.convs):
+            x = conv(x)
+            if self.norms is not None:
+                x = self.norms[i](x)
+            x = nnx.relu(x)
+        return self.dropout(x) if self.dropout is not None else x
+
+
+class Encoder(nnx.Module):
+    """The down path: returns the skip of every level and the bottleneck input."""
+
+    def __init__(self, in_channels: int, config: UNetConfig, rngs: nnx.Rngs):
+        widths = [config.base_filters * 2**i for i in range(config.depth)]
+        self.blocks = nnx.List([ConvBlock(c, w, config, rngs) for c, w in zip([in_channels] + widths[:-1], widths)])
+
+    def __call__(self, x: jax.Array) -> tuple[list[jax.Array], jax.Array]:
+        skips = []
+        for block in self.blocks:
+            x = block(x)
+            skips.append(x)
+            x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        return skips, x
+
+
+class Decoder(nnx.Module):
+    """Bottleneck, then the up path with transposed convolutions and skips, then the 1x1 head.
+
+    arms: how many encoders feed it; their skips arrive concatenated.
+    """
+
+    def __init__(self, config: UNetConfig, arms: int, rngs: nnx.Rngs):
+        widths = [config.base_filters * 2**i for i in range(config.depth)]
+        bottom = config.base_filters * 2**config.depth
+        self.bottleneck = ConvBlock(arms * widths[-1], bottom, config, rngs)
+        self.ups = nnx.List([])
+        self.blocks = nnx.List([])
+        below = bottom
+        for width in reversed(widths):
+            self.ups.append(nnx.ConvTranspose(below, width, (2, 2), strides=(2, 2), padding="SAME", rngs=rngs))
+            self.blocks.append(ConvBlock(width + arms * width, width, config, rngs))
+            below = width
+        self.head = nnx.Conv(widths[0], config.out_channels, (1, 1), rngs=rngs)
+
+    def __call__(self, skips: list[jax.Array], x: jax.Array) -> jax.Array:
+        x = self.bottleneck(x)
+        for up, block, skip in zip(self.ups, self.blocks, reversed(skips)):
+            x = block(jnp.concatenate([up(x), skip], axis=-1))
+        return self.head(x)
+
+
+class UNet(nnx.Module):
+    """The standard U-Net: one encoder on the preprocessed grey image."""
+
+    def __init__(self, config: UNetConfig, rngs: nnx.Rngs):
+        self.config = config
+        self.encoder = Encoder(config.in_channels, config, rngs)
+        self.decoder = Decoder(config, 1, rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        self.config.check_input_size(*x.shape[1:3])
+        return self.decoder(*self.encoder(x))
+
+
+class MultiArmUNet(nnx.Module):
+    """The extended U-Net: an encoder per input (preprocessed image, adaptive
+    threshold, RGB), joined at the bottleneck and at every skip connection."""
+
+    def __init__(self, config: UNetConfig, rngs: nnx.Rngs):
+        self.config = config
+        self.arms = nnx.List([Encoder(c, config, rngs) for c in EXTENDED_ARMS])
+        self.decoder = Decoder(config, len(EXTENDED_ARMS), rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        self.config.check_input_size(*x.shape[1:3])
+        bounds = [0, *itertools.accumulate(EXTENDED_ARMS)]
+        outputs = [arm(x[..., a:b]) for arm, a, b in zip(self.arms, bounds[:-1], bounds[1:])]
+        skips = [jnp.concatenate(level, axis=-1) for level in zip(*(skips for skips, _ in outputs))]
+        bottom = jnp.concatenate([bottom for _, bottom in outputs], axis=-1)
+        return self.decoder(skips, bottom)
+
+
+def build_model(config: UNetConfig, seed: int = 0) -> nnx.Module:
+    """A freshly initialised model for the config."""
+    rngs = nnx.Rngs(params=seed, dropout=seed + 1)
+    return (MultiArmUNet if config.model == "extended" else UNet)(config, rngs)

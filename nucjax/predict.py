@@ -1,0 +1,81 @@
+"""python -m nucjax.predict: one model's Kaggle submission for a folder of images.
+
+CHECKPOINT is a checkpoint folder or a training run folder (then its best
+checkpoint). The model predicts every image at its original size and the
+post-processing calibrated on validation (stored in the checkpoint) turns
+probabilities into nuclei. Every image of the folder gets a row; an
+unreadable image is reported and gets an empty row, the others are still
+predicted. When the folder has labels, the Kaggle score is printed last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from nucjax.cli import data_command_parser, fail
+
+
+def parse_args(argv=None):
+    parser = data_command_parser("nucjax.predict", __doc__)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder or training run folder")
+    parser.add_argument("--out", type=Path, default=Path("submission.csv"), help="submission CSV (default: %(default)s)")
+    parser.add_argument("--postprocess", choices=("default", "cc"), default="default",
+                        help="post-processing method; default: the checkpoint's calibrated one")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    import numpy as np
+
+    from nucjax.cli import data_root
+    from nucjax.data import DataError, find_samples
+    from nucjax.data.kaggle import load_sample
+    from nucjax.inference import Predictor, predict_image
+    from nucjax.inputs import model_inputs
+    from nucjax.metrics import image_score
+    from nucjax.postprocess import instances
+    from nucjax.submission import write_submission
+    from nucjax.train.checkpoints import CheckpointError, load_model
+
+    try:
+        model, info = load_model(args.checkpoint)
+    except CheckpointError as err:
+        fail(str(err))
+    try:
+        sources, skipped = find_samples(data_root(args.data))
+    except DataError as err:
+        fail(str(err))
+    for entry in skipped:
+        print(f"warning: {entry}", file=sys.stderr)
+    config = info.config
+    post = config.postprocess if args.postprocess == "default" else dataclasses.replace(config.postprocess, method=args.postprocess)
+    forward = Predictor(model).bind(model)
+    print(f"predicting {len(sources)} images with {info.path} (epoch {info.epoch}, validation {info.score:.4f})", file=sys.stderr)
+
+    predictions, scores = [], []
+    for n, source in enumerate(sources, start=1):
+        try:
+            sample, _ = load_sample(source, labelled=None)
+        except DataError as err:
+            print(f"warning: {err}: written as an empty prediction", file=sys.stderr)
+            # An empty row, whatever the image's size.
+            predictions.append((source.image_id, np.zeros((1, 1), np.int32)))
+            continue
+        probs = predict_image(forward, model_inputs(sample.image, config.model.model), config.inputs, config.model.multiple)
+        labels = instances(probs, post)
+        predictions.append((sample.image_id, labels))
+        if sample.labels is not None:
+            scores.append(image_score(sample.labels, labels).score)
+        print(f"\r{n}/{len(sources)} images", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    rows = write_submission(args.out, predictions)
+    print(f"wrote {args.out}: {len(predictions)} images, {rows} rows")
+    if scores and len(scores) == len(predictions):
+        print(f"Kaggle score: {sum(scores) / len(scores):.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Checkpoints: a self-describing folder per epoch.
+
+    <folder>/model/            orbax: params and batch statistics
+    <folder>/optimizer/        orbax: optimizer state and step
+    <folder>/checkpoint.json   the full config (with the calibrated
+                               post-processing), epoch, step, validation metrics
+
+A training run keeps them under <run>/checkpoints/epoch_NNNN/. Anything that
+loads a model needs only the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from flax import nnx
+
+from nucjax.config import ExperimentConfig
+
+CHECKPOINT_FILE = "checkpoint.json"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A folder that is not a usable checkpoint; the message says why."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    path: Path
+    epoch: int
+    step: int
+    metrics: dict
+    config: ExperimentConfig
+
+    @property
+    def score(self) -> float:
+        return float(self.metrics.get("score", float("-inf")))
+
+
+def _saved_state(model, optimizer) -> dict:
+    """The pure-dict trees saved, by subfolder; the optimizer only when given."""
+    state = {"model": nnx.to_pure_dict(nnx.state(model, (nnx.Param, nnx.BatchStat)))}
+    if optimizer is not None:
+        state["optimizer"] = nnx.to_pure_dict(nnx.state(optimizer))
+    return state
+
+
+def save_checkpoint(folder: Path, model, optimizer, config: ExperimentConfig, epoch: int, step: int, metrics: dict) -> CheckpointInfo:
+    """Write a complete checkpoint into folder (replaced if it exists).
+
+    checkpoint.json is written last, after orbax has finished, so a folder
+    without it is an interrupted save and is never loaded.
+    """
+    import orbax.checkpoint as ocp
+
+    folder = Path(folder).absolute()  # orbax needs absolute paths
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    checkpointer = ocp.StandardCheckpointer()
+    for name, tree in _saved_state(model, optimizer).items():
+        checkpointer.save(folder / name, tree)
+    checkpointer.wait_until_finished()
+    checkpointer.close()
+    record = {"format": FORMAT_VERSION, "epoch": epoch, "step": step, "metrics": metrics, "config": config.to_dict()}
+    staging = folder / (CHECKPOINT_FILE + ".tmp")
+    staging.write_text(json.dumps(record, indent=2, sort_keys=True))
+    staging.rename(folder / CHECKPOINT_FILE)
+    return CheckpointInfo(folder, epoch, step, metrics, config)
+
+
+def read_checkpoint(folder: Path) -> CheckpointInfo:
+    """The description of a checkpoint folder; CheckpointError when it is not one."""
+    folder = Path(folder)
+    record_path = folder / CHECKPOINT_FILE
+    if not record_path.is_file():
+        raise CheckpointError(f"{folder}: not a checkpoint (no {CHECKPOINT_FILE}; an interrupted save?)")
+    try:
+        record = json.loads(record_path.read_text())
+        if record.get("format") != FORMAT_VERSION:
+            raise CheckpointError(f"{folder}: checkpoint format {record.get('format')} is not {FORMAT_VERSION}; retrain or use a matching nucjax")
+        config = ExperimentConfig.from_dict(record["config"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{record_path}: unreadable or incompatible config ({err})") from None
+    return CheckpointInfo(folder.absolute(), int(record["epoch"]), int(record["step"]), record.get("metrics", {}), config)
+
+
+def list_checkpoints(run: Path) -> list[CheckpointInfo]:
+    """The complete checkpoints of a run folder, oldest first."""
+    root = Path(run) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = []
+    for folder in sorted(root.glob("epoch_*")):
+        try:
+            found.append(read_checkpoint(folder))
+        except CheckpointError:
+            continue  # an interrupted save
+    return sorted(found, key=lambda c: c.epoch)
+
+
+def latest_checkpoint(run: Path) -> CheckpointInfo | None:
+    found = list_checkpoints(run)
+    return found[-1] if found else None
+
+
+def best_checkpoint(run: Path) -> CheckpointInfo | None:
+    found = list_checkpoints(run)
+    return max(found, key=lambda c: (c.score, c.epoch)) if found else None
+
+
+def prune_checkpoints(run: Path, max_to_keep: int) -> None:
+    """Delete all but the latest max_to_keep checkpoints and the best one."""
+    found = list_checkpoints(run)
+    best = best_checkpoint(run)
+    for info in found[:-max_to_keep]:
+        if best is None or info.path != best.path:
+            shutil.rmtree(info.path, ignore_errors=True)
+
+
+def resolve_checkpoint(path: Path) -> CheckpointInfo:
+    """A checkpoint folder, or a training run folder (then its best checkpoint)."""
+    path = Path(path)
+    if (path / CHECKPOINT_FILE).is_file():
+        return read_checkpoint(path)
+    best = best_checkpoint(path)
+    if best is None:
+        raise CheckpointError(f"{path}: neither a checkpoint folder nor a training run with checkpoints")
+    return best
+
+
+def restore_into(info: CheckpointInfo, model, optimizer=None) -> None:
+    """Load a checkpoint's state into a model (and optimizer) built from its config.
+
+    The target comes from the live objects, so orbax knows every shape.
+    """
+    import orbax.checkpoint as ocp
+
+    checkpointer = ocp.StandardCheckpointer()
+    try:
+        restored = {name: checkpointer.restore(info.path / name, tree) for name, tree in _saved_state(model, optimizer).items()}
+    except Exception as err:  # orbax raises several types for a mismatch
+        reason = str(err).split("\n")[0][:300]
+        raise CheckpointError(f"{info.path}: state does not fit its config ({type(err).__name__}: {reason})") from None
+    finally:
+        checkpointer.close()
+    model_state = nnx.state(model, (nnx.Param, nnx.BatchStat))
+    nnx.replace_by_pure_dict(model_state, restored["model"])
+    nnx.update(model, model_state)
+    if optimizer is not None:
+        optimizer_state = nnx.state(optimizer)
+        nnx.replace_by_pure_dict(optimizer_state, restored["optimizer"])
+        nnx.update(optimizer, optimizer_state)
+
+
+def load_model(path: Path):
+    """(model in eval mode, CheckpointInfo) from a checkpoint or run folder."""
+    from nucjax.models.unet import build_model
+
+    info = resolve_checkpoint(path)
+    model = build_model(info.config.model)
+    restore_into(info, model)
+    model.eval()
+    return model, info

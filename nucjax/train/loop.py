@@ -1,0 +1,247 @@
+"""The training loop: jitted steps, per-epoch validation with the Kaggle
+metric, divergence checks, checkpoints every epoch, resume, a time budget.
+
+train_and_evaluate is the one function the command line and the search
+trainable call; it reports through callbacks and prints nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from nucjax.config import ExperimentConfig, TrainConfig
+from nucjax.data import image_kind
+from nucjax.inference import Predictor, predict_image
+from nucjax.inputs import model_inputs, training_batches
+from nucjax.metrics import image_score
+from nucjax.models.unet import build_model
+from nucjax.postprocess import calibrate, instances
+from nucjax.train.checkpoints import (
+    CheckpointInfo,
+    latest_checkpoint,
+    prune_checkpoints,
+    restore_into,
+    save_checkpoint,
+)
+from nucjax.train.losses import segmentation_loss
+
+#: Body thresholds tried when calibrating post-processing after each epoch.
+THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
+#: Validation predictions with more foreground than this have collapsed.
+ALL_FOREGROUND = 0.9
+
+
+class TrainingDiverged(RuntimeError):
+    """Training went wrong in a way more steps will not fix."""
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int
+    epochs: int  # planned in all
+    step: int
+    loss: float
+    score: float  # mean Kaggle score on the validation split
+    scores_by_kind: dict
+    foreground: float  # share of validation pixels predicted as nucleus
+    images_per_s: float
+    seconds: float
+    checkpoint: str
+    postprocess: dict
+    stopped_early: bool = False
+
+
+def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
+    total = config.total_steps
+    warmup = min(config.warmup_steps, total // 2)
+    if config.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, total, config.learning_rate * 0.01)
+    if config.schedule == "step":
+        return optax.piecewise_constant_schedule(config.learning_rate, {total // 2: 0.1, (3 * total) // 4: 0.1})
+    return optax.constant_schedule(config.learning_rate)
+
+
+def make_optimizer(model, config: TrainConfig) -> nnx.Optimizer:
+    return nnx.Optimizer(model, optax.adam(learning_rate_schedule(config)), wrt=nnx.Param)
+
+
+def make_train_step(config: ExperimentConfig):
+    weights = jnp.asarray(config.train.channel_weights, jnp.float32)
+    dice = config.train.loss == "bce_dice"
+
+    @nnx.jit
+    def train_step(model, optimizer, x, y):
+        def loss_fn(model):
+            return segmentation_loss(model(x), y, weights, dice)
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    return train_step
+
+
+def validation_maps(forward, examples, config: ExperimentConfig) -> list[np.ndarray]:
+    """Probability maps (H, W, K) of the validation examples at their original sizes."""
+    return [predict_image(forward, inputs, config.inputs, config.model.multiple) for inputs, _ in examples]
+
+
+def evaluate_maps(maps, truths, kinds, config: ExperimentConfig) -> tuple[dict, ExperimentConfig]:
+    """Calibrate post-processing on the maps, then score: (metrics, config
+    carrying the calibrated post-processing)."""
+    post, score = calibrate(maps, truths, config.postprocess, {"threshold": THRESHOLD_GRID})
+    scores = [image_score(t, instances(p, post)).score for p, t in zip(maps, truths)]
+    by_kind = {k: float(np.mean([s for s, kk in zip(scores, kinds) if kk == k])) for k in sorted(set(kinds))}
+    foreground = float(np.mean([(p[..., 0] > 0.5).mean() for p in maps]))
+    metrics = {"score": float(np.mean(scores)), "scores_by_kind": by_kind, "foreground": foreground}
+    return metrics, dataclasses.replace(config, postprocess=post)
+
+
+def seconds_per_step(model, config: ExperimentConfig, examples, steps: int = 3) -> float:
+    """Time a few train steps on a copy of the model (compilation excluded)."""
+    probe = nnx.clone(model)
+    optimizer = make_optimizer(probe, config.train)
+    step = make_train_step(config)
+    batches = training_batches(config.train.seed, 0, steps + 1, config.train.batch_size, examples, config.inputs, config.augment)
+    x, y = next(batches)
+    jax.block_until_ready(step(probe, optimizer, x, y))  # compile
+    start = time.perf_counter()
+    for x, y in batches:
+        jax.block_until_ready(step(probe, optimizer, x, y))
+    return (time.perf_counter() - start) / steps
+
+
+def epochs_for_budget(config: ExperimentConfig, step_seconds: float, val_pixels: int, budget_seconds: float) -> int:
+    """How many epochs fit a time budget, counting validation.
+
+    A forward pass costs about a third of a train step per pixel.
+    """
+    t = config.train
+    pixels_per_step = t.batch_size * config.inputs.size**2
+    val_seconds = val_pixels / pixels_per_step * step_seconds / 3
+    epoch_seconds = t.steps_per_epoch * step_seconds + val_seconds
+    return max(1, int(budget_seconds // epoch_seconds))
+
+
+def train_and_evaluate(
+    config: ExperimentConfig,
+    train_samples,
+    val_samples,
+    workdir: Path,
+    *,
+    time_budget_s: float | None = None,
+    fit_epochs_to_budget: bool = False,
+    on_step=None,
+    on_epoch=None,
+) -> list[EpochResult]:
+    """Train a U-Net on labelled samples, validating and checkpointing every epoch.
+
+    Resumes from the latest checkpoint in workdir/checkpoints (its stored
+    config then wins). With time_budget_s, training stops cleanly before
+    the budget is spent; fit_epochs_to_budget also sets the number of
+    epochs (so the learning-rate schedule ends with the budget) from timed
+    steps. on_step(step, loss) and on_epoch(EpochResult) report progress.
+    Raises TrainingDiverged on NaN or exploding loss or all-foreground output.
+    """
+    start_time = time.monotonic()
+    workdir = Path(workdir).absolute()
+    resume = latest_checkpoint(workdir)
+    if resume is not None:
+        config = resume.config
+    model = build_model(config.model, seed=config.train.seed)
+    train_examples = [(model_inputs(s.image, config.model.model), s.labels) for s in train_samples]
+    val_examples = [(model_inputs(s.image, config.model.model), s.labels) for s in val_samples]
+    val_kinds = [image_kind(s.image) for s in val_samples]
+    if not train_examples or not val_examples:
+        raise ValueError(f"need training and validation images, got {len(train_examples)} and {len(val_examples)}")
+
+    if resume is None and fit_epochs_to_budget and time_budget_s:
+        step_seconds = seconds_per_step(model, config, train_examples)
+        val_pixels = sum(x.shape[0] * x.shape[1] for x, _ in val_examples)
+        remaining = time_budget_s - (time.monotonic() - start_time)
+        config = config.replace(train={"epochs": epochs_for_budget(config, step_seconds, val_pixels, remaining)})
+
+    optimizer = make_optimizer(model, config.train)
+    first_epoch = 1
+    if resume is not None:
+        restore_into(resume, model, optimizer)
+        first_epoch = resume.epoch + 1
+    model.train()
+    train_step = make_train_step(config)
+    predictor = Predictor(model)
+    deadline = start_time + time_budget_s if time_budget_s else None
+    (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json())
+
+    results = []
+    smallest_loss = float("inf")
+    val_seconds = 0.0
+    for epoch in range(first_epoch, config.train.epochs + 1):
+        epoch_start = time.monotonic()
+        losses = []
+        stopped_early = False
+        batches = training_batches(config.train.seed, epoch, config.train.steps_per_epoch, config.train.batch_size,
+                                   train_examples, config.inputs, config.augment)
+        for x, y in batches:
+            if deadline and losses and time.monotonic() + val_seconds * 1.2 + 5 > deadline:
+                stopped_early = True
+                break
+            loss = float(train_step(model, optimizer, x, y))
+            step = int(optimizer.step[...])
+            if not np.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss} at step {step}; lower the learning rate (now {config.train.learning_rate:g})")
+            smallest_loss = min(smallest_loss, loss)
+            if step > config.train.warmup_steps and loss > config.train.divergence_factor * max(smallest_loss, 1e-3):
+                raise TrainingDiverged(
+                    f"loss exploded to {loss:.3g} at step {step} (lowest so far {smallest_loss:.3g}); "
+                    f"lower the learning rate (now {config.train.learning_rate:g})"
+                )
+            losses.append(loss)
+            if on_step is not None:
+                on_step(step, loss)
+        train_seconds = time.monotonic() - epoch_start
+
+        val_start = time.monotonic()
+        maps = validation_maps(predictor.bind(model), val_examples, config)
+        metrics, config = evaluate_maps(maps, [labels for _, labels in val_examples], val_kinds, config)
+        val_seconds = time.monotonic() - val_start
+        if metrics["foreground"] > ALL_FOREGROUND:
+            raise TrainingDiverged(
+                f"epoch {epoch}: {100 * metrics['foreground']:.0f}% of validation pixels predicted as nucleus "
+                "(an all-foreground collapse); lower the learning rate or check the targets"
+            )
+        step = int(optimizer.step[...])
+        metrics["loss"] = float(np.mean(losses)) if losses else float("nan")
+        info: CheckpointInfo = save_checkpoint(
+            workdir / "checkpoints" / f"epoch_{epoch:04d}", model, optimizer, config, epoch, step, metrics
+        )
+        prune_checkpoints(workdir, config.train.max_to_keep)
+        result = EpochResult(
+            epoch=epoch,
+            epochs=config.train.epochs,
+            step=step,
+            loss=metrics["loss"],
+            score=metrics["score"],
+            scores_by_kind=metrics["scores_by_kind"],
+            foreground=metrics["foreground"],
+            images_per_s=len(losses) * config.train.batch_size / max(train_seconds, 1e-9),
+            seconds=time.monotonic() - epoch_start,
+            checkpoint=str(info.path),
+            postprocess=dataclasses.asdict(config.postprocess),
+            stopped_early=stopped_early,
+        )
+        results.append(result)
+        if on_epoch is not None:
+            on_epoch(result, maps)
+        if stopped_early:
+            break
+    return results

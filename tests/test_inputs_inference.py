@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from nucjax.inference import predict_image, predict_tiled, tile_size
+from nucjax.inputs import InputConfig, model_inputs, reflect_pad, training_batches, training_example
+
+
+def identity_forward(x):
+    """A 'model' that returns its first input channel: tiling must give it back."""
+    return x[..., :1]
+
+
+@pytest.mark.parametrize("shape", [(30, 50), (256, 256), (300, 700), (520, 696)])
+def test_tiles_reassemble_the_image_exactly(shape):
+    image = np.random.default_rng(0).random(shape + (2,)).astype(np.float32)
+    out = predict_tiled(identity_forward, image, multiple=16)
+    assert out.shape == shape + (1,)
+    assert np.array_equal(out[..., 0], image[..., 0])
+
+
+def test_tile_sizes_are_few_and_divisible():
+    sizes = {tile_size(h, w, 16) for h in range(10, 1400, 97) for w in range(10, 1400, 131)}
+    assert sizes <= {256, 384, 512}
+    assert all(s % 16 == 0 for s in sizes)
+
+
+def test_resize_mode_maps_back_to_the_original_size():
+    yy, xx = np.mgrid[0:40, 0:70]
+    inputs = (2 * yy + 2 * xx).astype(np.uint8)[..., None]  # smooth: survives a resize
+    probs = predict_image(identity_forward, inputs, InputConfig(size=64, mode="resize"), multiple=16)
+    assert probs.shape == (40, 70, 1)
+    assert np.abs(probs[..., 0] - inputs[..., 0] / 255).max() < 0.02
+
+
+def test_model_inputs_channels(tiny_samples):
+    image = tiny_samples[0].image
+    assert model_inputs(image, "standard").shape == image.shape[:2] + (1,)
+    extended = model_inputs(image, "extended")
+    assert extended.shape == image.shape[:2] + (5,)
+    assert set(np.unique(extended[..., 1])) <= {0, 255}  # the adaptive threshold
+    assert np.array_equal(extended[..., 2:], image)
+
+
+def test_reflect_pad_mirrors_and_places_the_image():
+    a = np.arange(6).reshape(2, 3)
+    padded = reflect_pad(a, 5, 7, top=1, left=2)
+    assert padded.shape == (5, 7)
+    assert np.array_equal(padded[1:3, 2:5], a)
+    assert reflect_pad(np.ones((1, 1)), 4, 4).shape == (4, 4)
+
+
+@pytest.mark.parametrize("mode", ["crop", "resize"])
+def test_training_examples_have_the_square_shape(tiny_samples, mode):
+    sample = tiny_samples[0]
+    config = InputConfig(size=32, mode=mode, border=True)
+    x, y = training_example(np.random.default_rng(0), model_inputs(sample.image, "standard"), sample.labels, config, None)
+    assert x.shape == (32, 32, 1) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    assert y.shape == (32, 32, 2)
+
+
+def test_a_crop_bigger_than_the_image_is_filled_by_reflection():
+    inputs = np.full((20, 24, 1), 200, np.uint8)
+    labels = np.ones((20, 24), np.int32)
+    x, y = training_example(np.random.default_rng(0), inputs, labels, InputConfig(size=64), None)
+    assert x.shape == (64, 64, 1) and np.allclose(x, 200 / 255)
+    assert y[..., 0].all()
+
+
+def test_batches_replay_for_the_same_epoch(tiny_samples):
+    examples = [(model_inputs(s.image, "standard"), s.labels) for s in tiny_samples]
+    config = InputConfig(size=32)
+    first = list(training_batches(0, 3, 2, 4, examples, config, None))
+    again = list(training_batches(0, 3, 2, 4, examples, config, None))
+    other = list(training_batches(0, 4, 2, 4, examples, config, None))
+    assert len(first) == 2 and first[0][0].shape == (4, 32, 32, 1)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(first, again))
+    assert not np.array_equal(first[0][0], other[0][0])

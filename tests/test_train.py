@@ -1,0 +1,138 @@
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import tiny_experiment
+from nucjax.inference import Predictor, predict_image
+from nucjax.inputs import model_inputs, training_batches
+from nucjax.models.unet import build_model
+from nucjax.train import loop
+from nucjax.train.checkpoints import (
+    CheckpointError,
+    best_checkpoint,
+    list_checkpoints,
+    load_model,
+    read_checkpoint,
+    resolve_checkpoint,
+)
+
+
+def split(samples):
+    return samples[:6], samples[6:]
+
+
+def test_a_few_steps_lower_the_loss(tiny_samples):
+    config = tiny_experiment(train={"learning_rate": 1e-2, "warmup_steps": 0, "epochs": 1, "steps_per_epoch": 30})
+    model = build_model(config.model)
+    optimizer = loop.make_optimizer(model, config.train)
+    step = loop.make_train_step(config)
+    examples = [(model_inputs(s.image, "standard"), s.labels) for s in tiny_samples]
+    x, y = next(training_batches(0, 1, 1, 4, examples, config.inputs, None))
+    losses = [float(step(model, optimizer, x, y)) for _ in range(30)]
+    assert losses[-1] < 0.8 * losses[0]
+    assert int(optimizer.step[...]) == 30
+
+
+def test_training_resumes_where_it_stopped(tmp_path, tiny_samples):
+    config = tiny_experiment(train={"epochs": 3, "steps_per_epoch": 2})
+    train, val = split(tiny_samples)
+
+    def interrupt(result, maps):
+        if result.epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        loop.train_and_evaluate(config, train, val, tmp_path, on_epoch=interrupt)
+    assert [c.epoch for c in list_checkpoints(tmp_path)] == [1]
+    results = loop.train_and_evaluate(config, train, val, tmp_path)
+    assert [r.epoch for r in results] == [2, 3]
+    assert [r.step for r in results] == [4, 6]  # the step count goes on
+    latest = read_checkpoint(tmp_path / "checkpoints" / "epoch_0003")
+    assert latest.step == 6 and latest.config.train.epochs == 3
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(tmp_path, tiny_samples):
+    config = tiny_experiment(train={"epochs": 1})
+    train, val = split(tiny_samples)
+    loop.train_and_evaluate(config, train, val, tmp_path)
+    info = best_checkpoint(tmp_path)
+    saved = json.loads((info.path / "checkpoint.json").read_text())
+    assert {"score", "loss", "scores_by_kind", "foreground"} <= set(saved["metrics"])
+    assert saved["config"]["postprocess"]["threshold"] in loop.THRESHOLD_GRID
+
+    model, loaded = load_model(tmp_path)  # a run folder resolves to its best checkpoint
+    again, _ = load_model(info.path)
+    inputs = model_inputs(val[0].image, "standard")
+    first = predict_image(Predictor(model).bind(model), inputs, loaded.config.inputs, loaded.config.model.multiple)
+    second = predict_image(Predictor(again).bind(again), inputs, loaded.config.inputs, loaded.config.model.multiple)
+    assert first.shape == val[0].image.shape[:2] + (2,)
+    assert np.array_equal(first, second)
+
+
+def test_best_and_latest_checkpoints_are_kept(tmp_path, tiny_samples):
+    config = tiny_experiment(train={"epochs": 4, "steps_per_epoch": 1, "max_to_keep": 1})
+    train, val = split(tiny_samples)
+    results = loop.train_and_evaluate(config, train, val, tmp_path)
+    kept = [c.epoch for c in list_checkpoints(tmp_path)]
+    best = max(results, key=lambda r: (r.score, r.epoch)).epoch
+    assert kept == sorted({best, 4})
+
+
+def test_nan_loss_is_detected(tmp_path, tiny_samples, monkeypatch):
+    monkeypatch.setattr(loop, "segmentation_loss", lambda logits, y, w, dice: jnp.nan * logits.sum())
+    with pytest.raises(loop.TrainingDiverged, match="loss became nan at step 1"):
+        loop.train_and_evaluate(tiny_experiment(), *split(tiny_samples), tmp_path)
+
+
+def test_exploding_loss_is_detected(tmp_path, tiny_samples, monkeypatch):
+    calls = iter(range(1000))
+    real_step = loop.make_train_step
+
+    def exploding(config):
+        step = real_step(config)
+        return lambda *args: float(step(*args)) * (1 if next(calls) < 3 else 1000)
+
+    monkeypatch.setattr(loop, "make_train_step", exploding)
+    config = tiny_experiment(train={"steps_per_epoch": 5, "warmup_steps": 1})
+    with pytest.raises(loop.TrainingDiverged, match="loss exploded"):
+        loop.train_and_evaluate(config, *split(tiny_samples), tmp_path)
+
+
+def test_all_foreground_output_is_detected(tmp_path, tiny_samples, monkeypatch):
+    monkeypatch.setattr(loop, "validation_maps", lambda forward, examples, config: [
+        np.ones(x.shape[:2] + (2,), np.float32) for x, _ in examples])
+    with pytest.raises(loop.TrainingDiverged, match="all-foreground"):
+        loop.train_and_evaluate(tiny_experiment(), *split(tiny_samples), tmp_path)
+
+
+def test_time_budget_ends_training_cleanly(tmp_path, tiny_samples):
+    config = tiny_experiment(train={"epochs": 50, "steps_per_epoch": 50})
+    results = loop.train_and_evaluate(config, *split(tiny_samples), tmp_path, time_budget_s=1.0)
+    assert len(results) == 1 and results[0].stopped_early
+    assert best_checkpoint(tmp_path).epoch == 1
+
+
+def test_epochs_fit_the_budget():
+    config = tiny_experiment(train={"steps_per_epoch": 100, "batch_size": 8}, inputs={"size": 128})
+    # 100 steps of 1 s and validation of 8 x 128^2 x 30 px at a third of a step: 110 s an epoch.
+    assert loop.epochs_for_budget(config, 1.0, 8 * 128 * 128 * 30, 1100) == 10
+
+
+def test_not_a_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="neither a checkpoint folder nor a training run"):
+        resolve_checkpoint(tmp_path)
+    (tmp_path / "checkpoint.json").write_text(json.dumps({"format": 99}))
+    with pytest.raises(CheckpointError, match="format 99"):
+        read_checkpoint(tmp_path)
+
+
+def test_a_checkpoint_of_another_shape_is_refused(tmp_path, tiny_samples):
+    loop.train_and_evaluate(tiny_experiment(train={"epochs": 1}), *split(tiny_samples), tmp_path)
+    info = best_checkpoint(tmp_path)
+    record = json.loads((info.path / "checkpoint.json").read_text())
+    record["config"]["model"]["base_filters"] = 8
+    (info.path / "checkpoint.json").write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="does not fit its config"):
+        load_model(info.path)

@@ -1,0 +1,85 @@
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+from nucjax.models.memory import activation_bytes, largest_batch, parameter_count, training_bytes
+from nucjax.models.unet import UNetConfig, build_model
+
+
+@pytest.mark.parametrize(
+    "config, shape",
+    [
+        (UNetConfig(depth=2, base_filters=4), (2, 32, 48)),
+        (UNetConfig(depth=3, base_filters=4, out_channels=2), (1, 64, 40)),
+        (UNetConfig(model="extended", depth=2, base_filters=4, out_channels=2), (2, 32, 32)),
+        (UNetConfig(depth=2, base_filters=4, batch_norm=False, dropout=0.2), (1, 16, 64)),
+    ],
+)
+def test_forward_shapes(config, shape):
+    model = build_model(config)
+    model.eval()
+    x = jnp.ones(shape + (config.in_channels,))
+    assert model(x).shape == shape + (config.out_channels,)
+
+
+def test_fully_convolutional_a_crop_model_predicts_a_bigger_image():
+    model = build_model(UNetConfig(depth=2, base_filters=4))
+    model.eval()
+    assert model(jnp.zeros((1, 32, 32, 1))).shape == (1, 32, 32, 1)
+    assert model(jnp.zeros((1, 96, 128, 1))).shape == (1, 96, 128, 1)
+
+
+def test_report_default_is_8_to_64_with_a_128_bottleneck():
+    config = UNetConfig()
+    model = build_model(config)
+    kernels = [v.shape for v in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)) if v.ndim == 4]
+    widths = sorted({k[-1] for k in kernels})
+    assert widths == [1, 8, 16, 32, 64, 128]
+
+
+def test_size_not_divisible_by_two_to_the_depth_is_a_clear_error():
+    model = build_model(UNetConfig(depth=3, base_filters=4))
+    with pytest.raises(ValueError, match="does not divide by 2\\*\\*depth = 8"):
+        model(jnp.zeros((1, 36, 32, 1)))
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        UNetConfig(model="resnet")
+
+
+@pytest.mark.parametrize("config", [UNetConfig(), UNetConfig(model="extended", out_channels=2, batch_norm=False)])
+def test_parameter_count_matches_the_model(config):
+    params = nnx.state(build_model(config), nnx.Param)
+    assert parameter_count(config) == sum(p.size for p in jax.tree_util.tree_leaves(params))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [UNetConfig(depth=3, base_filters=8, out_channels=2), UNetConfig(model="extended", depth=3, base_filters=8, out_channels=2)],
+)
+def test_memory_estimate_bounds_what_xla_allocates(config):
+    from conftest import tiny_experiment
+    from nucjax.train.loop import make_optimizer, make_train_step
+
+    experiment = tiny_experiment(model=config.__dict__)
+    model = build_model(config)
+    step = make_train_step(experiment)
+    optimizer = make_optimizer(model, experiment.train)
+    x, y = jnp.zeros((2, 64, 64, config.in_channels)), jnp.zeros((2, 64, 64, 2))
+    analysis = step.lower(model, optimizer, x, y).compile().memory_analysis()
+    used = analysis.temp_size_in_bytes + analysis.argument_size_in_bytes
+    estimate = training_bytes(config, 64, 64, 2)
+    assert used <= estimate <= 3 * used
+
+
+def test_largest_batch_shrinks_with_size_and_grows_with_memory():
+    config = UNetConfig(base_filters=16, out_channels=2)
+    gib = 2**30
+    assert largest_batch(config, 512, 16 * gib) < largest_batch(config, 256, 16 * gib)
+    assert largest_batch(config, 512, 80 * gib) > largest_batch(config, 512, 16 * gib)
+    assert largest_batch(config, 512, 10**6) == 1
+    # At 512 px a 16 GiB card holds batches of about 16 GiB / activations.
+    per_image = activation_bytes(config, 512, 512)
+    assert abs(largest_batch(config, 512, 16 * gib) - 0.8 * 16 * gib / per_image) <= 1
