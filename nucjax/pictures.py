@@ -43,3 +43,12 @@ def side_by_side(panels, height: int = 192) -> np.ndarray:
         scaled.append(cv2.resize(panel, (width, height), interpolation=cv2.INTER_NEAREST))
         scaled.append(np.full((height, 4, 3), 255, np.uint8))
     return np.concatenate(scaled[:-1], axis=1)
+
+
+def write_overlay(path, picture: np.ndarray) -> None:
+    """Write an RGB picture as a PNG, making its folder."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))

@@ -21,8 +21,10 @@ def parse_args(argv=None):
     parser = data_command_parser("nucjax.predict", __doc__)
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder or training run folder")
     parser.add_argument("--out", type=Path, default=Path("submission.csv"), help="submission CSV (default: %(default)s)")
-    parser.add_argument("--postprocess", choices=("default", "cc"), default="default",
-                        help="post-processing method; default: the checkpoint's calibrated one")
+    parser.add_argument("--postprocess", choices=("default", "cc", "reference", "distance", "border"), default="default",
+                        help="post-processing method (cc: plain connected components; reference: the report's chain); "
+                             "default: the checkpoint's, with its calibrated thresholds")
+    parser.add_argument("--overlays", type=Path, help="also write each image with its nuclei outlined, as PNGs in this folder")
     return parser.parse_args(argv)
 
 
@@ -36,6 +38,7 @@ def main(argv=None) -> None:
     from nucjax.inference import Predictor, predict_image
     from nucjax.inputs import model_inputs
     from nucjax.metrics import image_score
+    from nucjax.pictures import contour_overlay, write_overlay
     from nucjax.postprocess import instances
     from nucjax.submission import write_submission
     from nucjax.train.checkpoints import CheckpointError, load_model
@@ -65,8 +68,10 @@ def main(argv=None) -> None:
             predictions.append((source.image_id, np.zeros((1, 1), np.int32)))
             continue
         probs = predict_image(forward, model_inputs(sample.image, config.model.model), config.inputs, config.model.multiple)
-        labels = instances(probs, post)
+        labels = instances(probs, post, sample.image)
         predictions.append((sample.image_id, labels))
+        if args.overlays:
+            write_overlay(args.overlays / f"{sample.image_id}.png", contour_overlay(sample.image, labels))
         if sample.labels is not None:
             scores.append(image_score(sample.labels, labels).score)
         print(f"\r{n}/{len(sources)} images", end="", file=sys.stderr)

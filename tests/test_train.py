@@ -8,6 +8,7 @@ from conftest import tiny_experiment
 from nucjax.inference import Predictor, predict_image
 from nucjax.inputs import model_inputs, training_batches
 from nucjax.models.unet import build_model
+from nucjax.postprocess import CALIBRATION_GRID
 from nucjax.train import loop
 from nucjax.train.checkpoints import (
     CheckpointError,
@@ -60,7 +61,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path, tiny_sample
     info = best_checkpoint(tmp_path)
     saved = json.loads((info.path / "checkpoint.json").read_text())
     assert {"score", "loss", "scores_by_kind", "foreground"} <= set(saved["metrics"])
-    assert saved["config"]["postprocess"]["threshold"] in loop.THRESHOLD_GRID
+    assert saved["config"]["postprocess"]["threshold"] in CALIBRATION_GRID["border"]["threshold"]
 
     model, loaded = load_model(tmp_path)  # a run folder resolves to its best checkpoint
     again, _ = load_model(info.path)

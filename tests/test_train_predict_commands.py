@@ -56,6 +56,17 @@ def test_predict_reports_an_unreadable_image_and_predicts_the_others(tiny_run, t
     assert rows["broken"] == [(rows["broken"][0][0], "")]
 
 
+@pytest.mark.parametrize("method", ["cc", "reference", "distance", "border"])
+def test_predict_with_each_post_processing_and_overlays(tiny_run, tiny_root, tmp_path, capsys, method):
+    out = tmp_path / "sub.csv"
+    predict.main(["--checkpoint", str(tiny_run), "--data", str(tiny_root), "--out", str(out),
+                  "--postprocess", method, "--overlays", str(tmp_path / "overlays")])
+    dataset = load_dataset(tiny_root)
+    assert set(decode_submission(out, {s.image_id: s.labels.shape for s in dataset.samples})) == set(dataset.image_ids)
+    overlays = sorted(p.stem for p in (tmp_path / "overlays").iterdir())
+    assert overlays == sorted(dataset.image_ids)
+
+
 def test_predict_with_a_bad_checkpoint_exits_2(tmp_path, tiny_root, capsys):
     with pytest.raises(SystemExit) as stop:
         predict.main(["--checkpoint", str(tmp_path), "--data", str(tiny_root)])

@@ -142,10 +142,20 @@ def restore_into(info: CheckpointInfo, model, optimizer=None) -> None:
 
     checkpointer = ocp.StandardCheckpointer()
     try:
-        restored = {name: checkpointer.restore(info.path / name, tree) for name, tree in _saved_state(model, optimizer).items()}
-    except Exception as err:  # orbax raises several types for a mismatch
-        reason = str(err).split("\n")[0][:300]
-        raise CheckpointError(f"{info.path}: state does not fit its config ({type(err).__name__}: {reason})") from None
+        restored = {}
+        for name, tree in _saved_state(model, optimizer).items():
+            # Compare shapes first: a failed restore leaves orbax threads erroring.
+            saved = _shapes(getattr(checkpointer.metadata(info.path / name), "item_metadata", None))
+            wanted = _shapes(tree)
+            if saved != wanted:
+                first = next((k for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k)), "?")
+                raise CheckpointError(
+                    f"{info.path}: state does not fit its config ({name} {first}: saved {saved.get(first)}, "
+                    f"config gives {wanted.get(first)}); a checkpoint of another version or model?"
+                )
+            restored[name] = checkpointer.restore(info.path / name, tree)
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{info.path}: missing state ({err})") from None
     finally:
         checkpointer.close()
     model_state = nnx.state(model, (nnx.Param, nnx.BatchStat))
@@ -155,6 +165,14 @@ def restore_into(info: CheckpointInfo, model, optimizer=None) -> None:
         optimizer_state = nnx.state(optimizer)
         nnx.replace_by_pure_dict(optimizer_state, restored["optimizer"])
         nnx.update(optimizer, optimizer_state)
+
+
+def _shapes(tree) -> dict[str, tuple]:
+    """{'a/b/c': shape} of a tree of arrays or orbax array metadata."""
+    import jax
+
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0] if tree is not None else []
+    return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape) for path, leaf in leaves}
 
 
 def load_model(path: Path):

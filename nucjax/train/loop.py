@@ -34,8 +34,6 @@ from nucjax.train.checkpoints import (
 )
 from nucjax.train.losses import segmentation_loss
 
-#: Body thresholds tried when calibrating post-processing after each epoch.
-THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
 #: Validation predictions with more foreground than this have collapsed.
 ALL_FOREGROUND = 0.9
 
@@ -98,7 +96,7 @@ def validation_maps(forward, examples, config: ExperimentConfig) -> list[np.ndar
 def evaluate_maps(maps, truths, kinds, config: ExperimentConfig) -> tuple[dict, ExperimentConfig]:
     """Calibrate post-processing on the maps, then score: (metrics, config
     carrying the calibrated post-processing)."""
-    post, score = calibrate(maps, truths, config.postprocess, {"threshold": THRESHOLD_GRID})
+    post, score = calibrate(maps, truths, config.postprocess)
     scores = [image_score(t, instances(p, post)).score for p, t in zip(maps, truths)]
     by_kind = {k: float(np.mean([s for s, kk in zip(scores, kinds) if kk == k])) for k in sorted(set(kinds))}
     foreground = float(np.mean([(p[..., 0] > 0.5).mean() for p in maps]))
