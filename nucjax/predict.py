@@ -24,6 +24,8 @@ def parse_args(argv=None):
     parser.add_argument("--postprocess", choices=("default", "cc", "reference", "distance", "border"), default="default",
                         help="post-processing method (cc: plain connected components; reference: the report's chain); "
                              "default: the checkpoint's, with its calibrated thresholds")
+    parser.add_argument("--split", choices=("all", "train", "val"), default="all",
+                        help="predict only one part of the training split the checkpoint was validated on (default: all images)")
     parser.add_argument("--overlays", type=Path, help="also write each image with its nuclei outlined, as PNGs in this folder")
     return parser.parse_args(argv)
 
@@ -33,7 +35,7 @@ def main(argv=None) -> None:
     import numpy as np
 
     from nucjax.cli import data_root
-    from nucjax.data import DataError, find_samples
+    from nucjax.data import DataError, find_samples, image_kind, stratified_split
     from nucjax.data.kaggle import load_sample
     from nucjax.inference import Predictor, predict_image
     from nucjax.inputs import model_inputs
@@ -58,14 +60,23 @@ def main(argv=None) -> None:
     forward = Predictor(model).bind(model)
     print(f"predicting {len(sources)} images with {info.path} (epoch {info.epoch}, validation {info.score:.4f})", file=sys.stderr)
 
-    predictions, scores = [], []
-    for n, source in enumerate(sources, start=1):
+    loaded = []
+    for source in sources:
         try:
-            sample, _ = load_sample(source, labelled=None)
+            loaded.append((source.image_id, load_sample(source, labelled=None)[0]))
         except DataError as err:
             print(f"warning: {err}: written as an empty prediction", file=sys.stderr)
-            # An empty row, whatever the image's size.
-            predictions.append((source.image_id, np.zeros((1, 1), np.int32)))
+            loaded.append((source.image_id, None))
+    if args.split != "all":
+        readable = [s for _, s in loaded if s is not None]
+        split = stratified_split([s.image_id for s in readable], [image_kind(s.image) for s in readable],
+                                 config.train.val_fraction, seed=config.train.seed)
+        loaded = [(i, s) for i, s in loaded if s is not None and i in set(getattr(split, args.split))]
+
+    predictions, scores = [], []
+    for n, (image_id, sample) in enumerate(loaded, start=1):
+        if sample is None:  # an empty row, whatever the image's size
+            predictions.append((image_id, np.zeros((1, 1), np.int32)))
             continue
         probs = predict_image(forward, model_inputs(sample.image, config.model.model), config.inputs, config.model.multiple)
         labels = instances(probs, post, sample.image)
@@ -74,7 +85,7 @@ def main(argv=None) -> None:
             write_overlay(args.overlays / f"{sample.image_id}.png", contour_overlay(sample.image, labels))
         if sample.labels is not None:
             scores.append(image_score(sample.labels, labels).score)
-        print(f"\r{n}/{len(sources)} images", end="", file=sys.stderr)
+        print(f"\r{n}/{len(loaded)} images", end="", file=sys.stderr)
     print(file=sys.stderr)
     rows = write_submission(args.out, predictions)
     print(f"wrote {args.out}: {len(predictions)} images, {rows} rows")
