@@ -2,10 +2,11 @@
 the input mode the model was trained in.
 
 'resize' models see the image squeezed to their size and their output is
-mapped back; 'crop' models see the image at native resolution, mirrored
-at the edges and cut into overlapping tiles of a few fixed sizes (so
-memory is bounded and each size compiles once), of which only the centres
-are kept.
+mapped back. 'crop' models see the image at native resolution, mirrored
+outwards by a margin (so edge nuclei have context) and up to a multiple of
+32: whole when that is at most WHOLE_PIXELS, so each image size compiles
+once and nothing is computed twice; in overlapping tiles of TILE pixels
+otherwise, keeping only their centres, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -18,42 +19,42 @@ from flax import nnx
 from nucjax.inputs import InputConfig, reflect_pad
 from nucjax.preprocess import from_square, to_square
 
-#: Tile sides tried in turn; an image that fits none is cut into the last.
-TILE_SIZES = (256, 384, 512)
-#: Context (px) each tile has beyond the part of it that is kept.
-TILE_MARGIN = 16
+#: Context (px) mirrored around the image, and kept around each tile's centre.
+MARGIN = 16
+#: Images up to this many pixels (with margins) are predicted whole.
+WHOLE_PIXELS = 1600 * 1600
+#: The side of a tile, for larger images.
+TILE = 512
 
 
-def tile_size(height: int, width: int, multiple: int) -> int:
-    """The smallest tile that holds the whole image with its margins."""
-    for size in TILE_SIZES:
-        if max(height, width) + 2 * TILE_MARGIN <= size:
-            return size
-    return TILE_SIZES[-1] // multiple * multiple
+def padded_side(side: int, multiple: int) -> int:
+    """The side with its margins, rounded up to a multiple of max(32, multiple)."""
+    step = max(32, multiple)
+    return -(-(side + 2 * MARGIN) // step) * step
 
 
-def predict_tiled(forward, inputs: np.ndarray, multiple: int, batch: int = 4) -> np.ndarray:
+def predict_tiled(forward, inputs: np.ndarray, multiple: int, tile: int = TILE, whole_pixels: int = WHOLE_PIXELS) -> np.ndarray:
     """Probabilities (H, W, K) of a native-resolution image (H, W, C) in 0..1.
 
-    forward maps (B, T, T, C) float32 to (B, T, T, K) probabilities.
+    forward maps (B, h, w, C) float32 to (B, h, w, K) probabilities.
     """
     height, width = inputs.shape[:2]
-    size = tile_size(height, width, multiple)
-    keep = size - 2 * TILE_MARGIN
+    padded_h, padded_w = padded_side(height, multiple), padded_side(width, multiple)
+    if padded_h * padded_w <= whole_pixels:
+        canvas = reflect_pad(inputs, padded_h, padded_w, MARGIN, MARGIN)
+        probs = np.asarray(forward(canvas[None].astype(np.float32)))[0]
+        return probs[MARGIN : MARGIN + height, MARGIN : MARGIN + width]
+    tile = tile // multiple * multiple
+    keep = tile - 2 * MARGIN
     rows, cols = -(-height // keep), -(-width // keep)
-    canvas = reflect_pad(inputs, rows * keep + 2 * TILE_MARGIN, cols * keep + 2 * TILE_MARGIN, TILE_MARGIN, TILE_MARGIN)
-    corners = [(r * keep, c * keep) for r in range(rows) for c in range(cols)]
+    canvas = reflect_pad(inputs, rows * keep + 2 * MARGIN, cols * keep + 2 * MARGIN, MARGIN, MARGIN)
     out = None
-    for start in range(0, len(corners), batch):
-        chunk = corners[start : start + batch]
-        tiles = np.zeros((batch, size, size, inputs.shape[2]), np.float32)  # a fixed batch: one compile
-        for i, (y, x) in enumerate(chunk):
-            tiles[i] = canvas[y : y + size, x : x + size]
-        probs = np.asarray(forward(tiles))
-        if out is None:
-            out = np.zeros((rows * keep, cols * keep, probs.shape[-1]), np.float32)
-        for i, (y, x) in enumerate(chunk):
-            out[y : y + keep, x : x + keep] = probs[i, TILE_MARGIN : TILE_MARGIN + keep, TILE_MARGIN : TILE_MARGIN + keep]
+    for y in range(0, rows * keep, keep):
+        for x in range(0, cols * keep, keep):
+            probs = np.asarray(forward(canvas[None, y : y + tile, x : x + tile].astype(np.float32)))[0]
+            if out is None:
+                out = np.zeros((rows * keep, cols * keep, probs.shape[-1]), np.float32)
+            out[y : y + keep, x : x + keep] = probs[MARGIN : MARGIN + keep, MARGIN : MARGIN + keep]
     return out[:height, :width]
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from nucjax.inference import predict_image, predict_tiled, tile_size
+from nucjax.inference import padded_side, predict_image, predict_tiled
 from nucjax.inputs import InputConfig, model_inputs, reflect_pad, training_batches, training_example
 
 
@@ -11,17 +11,30 @@ def identity_forward(x):
 
 
 @pytest.mark.parametrize("shape", [(30, 50), (256, 256), (300, 700), (520, 696)])
-def test_tiles_reassemble_the_image_exactly(shape):
+@pytest.mark.parametrize("whole_pixels", [10**9, 0])  # whole, or always tiled
+def test_whole_or_tiled_prediction_reassembles_the_image_exactly(shape, whole_pixels):
     image = np.random.default_rng(0).random(shape + (2,)).astype(np.float32)
-    out = predict_tiled(identity_forward, image, multiple=16)
+    seen = []
+
+    def forward(x):
+        seen.append(x.shape)
+        return identity_forward(x)
+
+    out = predict_tiled(forward, image, multiple=16, tile=128, whole_pixels=whole_pixels)
     assert out.shape == shape + (1,)
     assert np.array_equal(out[..., 0], image[..., 0])
+    assert all(s[1] % 16 == 0 and s[2] % 16 == 0 for s in seen)
+    if whole_pixels == 0:
+        assert {s[1:3] for s in seen} == {(128, 128)}  # one tile shape: one compile
+    else:
+        assert len(seen) == 1
 
 
-def test_tile_sizes_are_few_and_divisible():
-    sizes = {tile_size(h, w, 16) for h in range(10, 1400, 97) for w in range(10, 1400, 131)}
-    assert sizes <= {256, 384, 512}
-    assert all(s % 16 == 0 for s in sizes)
+def test_padded_sides_divide_and_leave_margins():
+    for side in (1, 31, 256, 360, 1388):
+        padded = padded_side(side, 16)
+        assert padded % 32 == 0 and padded >= side + 32
+    assert padded_side(100, 64) % 64 == 0
 
 
 def test_resize_mode_maps_back_to_the_original_size():

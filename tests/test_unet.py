@@ -33,9 +33,9 @@ def test_fully_convolutional_a_crop_model_predicts_a_bigger_image():
 def test_report_default_is_8_to_64_with_a_128_bottleneck():
     config = UNetConfig()
     model = build_model(config)
-    kernels = [v.shape for v in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)) if v.ndim == 4]
+    kernels = [v.shape for v in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)) if v.ndim == 4 and v.shape[0] == 3]
     widths = sorted({k[-1] for k in kernels})
-    assert widths == [1, 8, 16, 32, 64, 128]
+    assert widths == [8, 16, 32, 64, 128]
 
 
 def test_size_not_divisible_by_two_to_the_depth_is_a_clear_error():
@@ -83,3 +83,18 @@ def test_largest_batch_shrinks_with_size_and_grows_with_memory():
     # At 512 px a 16 GiB card holds batches of about 16 GiB / activations.
     per_image = activation_bytes(config, 512, 512)
     assert abs(largest_batch(config, 512, 16 * gib) - 0.8 * 16 * gib / per_image) <= 1
+
+
+def test_fast_pool_and_up_convolution_equal_flax_originals():
+    from nucjax.models.unet import UpConv, max_pool_2x2
+
+    x = jax.random.normal(jax.random.key(0), (2, 8, 12, 3))
+    assert jnp.array_equal(max_pool_2x2(x), nnx.max_pool(x, (2, 2), strides=(2, 2)))
+    up = UpConv(3, 5, nnx.Rngs(0))
+    up.bias[...] = jnp.arange(5.0)
+    reference = nnx.ConvTranspose(3, 5, (2, 2), strides=(2, 2), padding="SAME", rngs=nnx.Rngs(1))
+    # Same weights: output block (dy, dx) is the flipped kernel's tap (1 - dy, 1 - dx).
+    kernel = up.conv.kernel[...].reshape(3, 2, 2, 5).transpose(1, 2, 0, 3)
+    reference.kernel[...] = kernel[::-1, ::-1]
+    reference.bias[...] = up.bias[...]
+    assert jnp.allclose(up(x), reference(x), atol=1e-5)

@@ -79,6 +79,36 @@ class ConvBlock(nnx.Module):
         return self.dropout(x) if self.dropout is not None else x
 
 
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max pooling, stride 2, as a reshape and a max.
+
+    Same result as nnx.max_pool, but its gradient is a plain reduction:
+    4x faster on CPU than XLA's select-and-scatter.
+    """
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+class UpConv(nnx.Module):
+    """A 2x2, stride-2 transposed convolution, computed as a 1x1 convolution
+    to 4 x features followed by a depth-to-space shuffle.
+
+    The same function and parameter count as nnx.ConvTranspose with a 2x2
+    kernel and stride 2 (its outputs do not overlap), without the 4x work
+    on inserted zeros that XLA spends on CPU.
+    """
+
+    def __init__(self, in_features: int, features: int, rngs: nnx.Rngs):
+        self.features = features
+        self.conv = nnx.Conv(in_features, 4 * features, (1, 1), use_bias=False, rngs=rngs)
+        self.bias = nnx.Param(jnp.zeros((features,)))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, h, w, _ = x.shape
+        y = self.conv(x).reshape(b, h, w, 2, 2, self.features)
+        return y.transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, self.features) + self.bias[...]
+
+
 class Encoder(nnx.Module):
     """The down path: returns the skip of every level and the bottleneck input."""
 
@@ -91,7 +121,7 @@ class Encoder(nnx.Module):
         for block in self.blocks:
             x = block(x)
             skips.append(x)
-            x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+            x = max_pool_2x2(x)
         return skips, x
 
 
@@ -109,7 +139,7 @@ class Decoder(nnx.Module):
         self.blocks = nnx.List([])
         below = bottom
         for width in reversed(widths):
-            self.ups.append(nnx.ConvTranspose(below, width, (2, 2), strides=(2, 2), padding="SAME", rngs=rngs))
+            self.ups.append(UpConv(below, width, rngs))
             self.blocks.append(ConvBlock(width + arms * width, width, config, rngs))
             below = width
         self.head = nnx.Conv(widths[0], config.out_channels, (1, 1), rngs=rngs)

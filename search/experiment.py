@@ -1,0 +1,180 @@
+"""Setting up a search experiment and writing what it found: the Tuner, the
+data handed to trials, results.csv, scores.png and experiment.json."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+from nucjax.data import SyntheticConfig
+
+#: The synthetic set the embedded default searches on: small images, so
+#: four trials fit in a few minutes on two cores.
+SMOKE_DATA = SyntheticConfig(n_images=24, seed=0, sizes=((128, 128), (96, 160)), size_weights=(1, 1))
+EXPERIMENT_FILE = "experiment.json"
+PARAM_KEYS = ("model", "size", "mode", "base_filters", "depth", "learning_rate", "schedule", "epochs", "loss",
+              "border", "border_weight", "elastic", "postprocess", "threshold", "min_size")
+
+
+def load_split(args, smoke: bool):
+    """(data root, train, val, test samples), split by image kind."""
+    from nucjax.cli import load_data, synthetic_root
+    from nucjax.data import image_kind, stratified_split
+
+    root = synthetic_root(SMOKE_DATA) if smoke else args.data
+    dataset = load_data(root, args.strict, labelled=True)
+    samples = dataset.samples
+    split = stratified_split([s.image_id for s in samples], [image_kind(s.image) for s in samples],
+                             args.val_fraction, args.test_fraction, seed=args.seed)
+    parts = [[s for s in samples if s.image_id in set(ids)] for ids in (split.train, split.val, split.test)]
+    if not parts[0] or not parts[1]:
+        from nucjax.cli import fail
+
+        fail(f"{root}: too few labelled images for a training and a validation split ({len(samples)} loaded)")
+    return Path(root).absolute(), *parts
+
+
+def make_tuner(args, storage: str, smoke: bool, train, val, space: dict):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from search.trainable import run_trial, trial_environment
+
+    from nucjax.cli import cache_root
+
+    # One compilation cache for every trial (per node on a cluster).
+    environment = trial_environment(args.cpus_per_trial, args.gpus_per_trial, str(cache_root().absolute() / "jax"))
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, train=train, val=val, environment=environment),
+        {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},
+    )
+    parent, name = storage.rstrip("/").rsplit("/", 1)
+    run_config = tune.RunConfig(
+        name=name,
+        storage_path=parent,
+        failure_config=tune.FailureConfig(max_failures=args.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="score", checkpoint_score_order="max"),
+        verbose=args.verbose,
+    )
+    if args.resume:
+        return tune.Tuner.restore(storage, trainable=trainable, resume_errored=True)
+    max_epochs = args.max_epochs or int(space.get("epochs", 1))
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max(max_epochs, 1),
+                              grace_period=min(args.grace_period, max(max_epochs, 1)), reduction_factor=2)
+    search_alg = None
+    if args.search == "optuna":
+        try:
+            from ray.tune.search.optuna import OptunaSearch
+        except ImportError:
+            from nucjax.cli import fail
+
+            fail("--search optuna needs optuna: pip install optuna")
+        search_alg = OptunaSearch()
+    if args.max_epochs:
+        space = {**space, "epochs": args.max_epochs}
+    tune_config = tune.TuneConfig(
+        metric="score", mode="max", scheduler=scheduler, search_alg=search_alg,
+        num_samples=args.samples or (4 if smoke else 6), max_concurrent_trials=args.max_concurrent,
+        time_budget_s=args.time_budget * 60 if args.time_budget else None,
+    )
+    return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
+
+
+def trial_rows(results) -> list[dict]:
+    """One row per trial, its best epoch, ranked by score."""
+    rows = []
+    for result in results:
+        history = result.metrics_dataframe
+        if history is None or history.empty or "score" not in history:
+            rows.append({"trial": Path(result.path).name, "score": float("nan"), "error": str(result.error or "no report")})
+            continue
+        best = history.loc[history["score"].idxmax()]
+        checkpoint = result.get_best_checkpoint("score", "max") if result.best_checkpoints else result.checkpoint
+        row = {
+            "trial": Path(result.path).name,
+            "score": float(best["score"]),
+            "epoch": int(best.get("epoch", best.get("training_iteration", 0))),
+            "epochs_run": int(history["training_iteration"].max()),
+            "postprocess": best.get("postprocess", ""),
+            "checkpoint": checkpoint.path if checkpoint is not None else "",
+            "node": best.get("node", ""),
+            "error": str(result.error) if result.error else "",
+        }
+        row.update({key: result.config.get(key, "") for key in PARAM_KEYS if key in result.config})
+        rows.append(row)
+    rows.sort(key=lambda r: -r["score"] if r["score"] == r["score"] else float("inf"))
+    for rank, row in enumerate(rows, start=1):
+        row["rank"] = rank
+    return rows
+
+
+def write_results(rows: list[dict], folder: Path) -> Path:
+    columns = ["rank", "trial", "score", "epoch", "epochs_run", "postprocess", "checkpoint", "node", "error"]
+    columns += [k for k in PARAM_KEYS if any(k in r for r in rows)]
+    path = folder / "results.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_score_plot(results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for result in results:
+        history = result.metrics_dataframe
+        if history is not None and not history.empty and "score" in history:
+            ax.plot(history["training_iteration"], history["score"], marker="o", label=Path(result.path).name[-24:])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation Kaggle score")
+    ax.set_title("Validation score per epoch, every trial")
+    if len(ax.lines) <= 12:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_search(args, storage: str, smoke: bool) -> str:
+    """Run (or resume) the search; returns the summary to print."""
+    from search.spaces import search_space
+
+    root, train, val, test = load_split(args, smoke)
+    space = search_space(args.space, smoke)
+    local = Path(storage) if "://" not in storage else None
+    if local is not None and not args.resume:
+        local.mkdir(parents=True, exist_ok=True)
+        (local / EXPERIMENT_FILE).write_text(json.dumps({
+            "space": args.space, "data": str(root), "synthetic": smoke, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "split": {"val_fraction": args.val_fraction, "test_fraction": args.test_fraction, "seed": args.seed},
+            "test_ids": [s.image_id for s in test],
+        }, indent=2))
+    print(f"searching '{args.space}' on {len(train)} training and {len(val)} validation images from {root}", flush=True)
+    tuner = make_tuner(args, storage, smoke, train, val, space)
+    results = tuner.fit()
+    rows = trial_rows(results)
+    if local is None:
+        return _summary(rows, storage)
+    write_results(rows, local)
+    write_score_plot(results, local / "scores.png")
+    return _summary(rows, storage)
+
+
+def _summary(rows: list[dict], storage: str) -> str:
+    done = [r for r in rows if r["score"] == r["score"]]
+    lines = [f"experiment: {storage} ({len(rows)} trials, {len(done)} reported; results.csv, scores.png)"]
+    if not done:
+        return "\n".join(lines + ["no trial reported a score; see the errors in results.csv"])
+    best = done[0]
+    lines.append(f"best trial: {best['trial']}  validation Kaggle score {best['score']:.4f} (epoch {best.get('epoch', 1)})")
+    if best.get("checkpoint"):
+        lines.append(f"best checkpoint: {best['checkpoint']}")
+        lines.append(f"submission: python -m nucjax.predict --checkpoint {best['checkpoint']} --data DIR --out submission.csv")
+    return "\n".join(lines)

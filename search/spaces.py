@@ -1,0 +1,75 @@
+"""The search spaces, as data: what `python -m search.run --space NAME` varies.
+
+Each space is a dict of Ray Tune distributions over the flat trial keys
+that search.trainable turns into an ExperimentConfig. `smoke` versions
+shrink everything for the embedded synthetic default, so a search finishes
+in minutes on a laptop.
+
+- standard: the standard U-Net; input size and mode, width and depth,
+  learning rate (log scale) and schedule, epochs, loss and its border
+  weight, border channel on or off, augmentation switches, post-processing
+  method. Batch size is chosen by the memory estimate for the trial's
+  device unless given.
+- extended: the same over the multi-arm U-Net.
+- simple: the report's threshold model with the shared post-processing;
+  no training, a cheap way to see the machinery work.
+"""
+
+from __future__ import annotations
+
+from ray import tune
+
+SPACES = ("standard", "extended", "simple")
+
+
+def _unet_space(model: str) -> dict:
+    return {
+        "model": model,
+        "size": tune.choice([128, 256]),
+        "mode": tune.choice(["crop", "crop", "resize"]),  # crops win on CPU: drawn twice as often
+        "base_filters": tune.choice([16, 16, 32]),
+        "depth": 4,
+        "learning_rate": tune.loguniform(5e-4, 4e-3),
+        "schedule": tune.choice(["cosine", "cosine", "step"]),
+        "epochs": 12,
+        "steps_per_epoch": 150,
+        "loss": tune.choice(["bce_dice", "bce_dice", "bce"]),
+        "border_weight": tune.choice([0.5, 1.0, 2.0]),
+        "border": tune.choice([True, True, False]),
+        "flips": True,
+        "elastic": tune.choice([0.0, 0.3]),
+        "batch_size": None,  # from the memory estimate on a GPU, 8 on a CPU
+        "postprocess": "auto",
+    }
+
+
+def _unet_smoke(model: str) -> dict:
+    return {
+        **_unet_space(model),
+        "size": 64,
+        "mode": tune.choice(["crop", "resize"]),
+        "base_filters": tune.choice([4, 8]),
+        "depth": 3,
+        "epochs": 4,
+        "steps_per_epoch": 8,
+        "batch_size": 4,
+    }
+
+
+def _simple_space() -> dict:
+    return {
+        "model": "simple",
+        "postprocess": tune.choice(["cc", "distance"]),
+        "threshold": tune.uniform(0.05, 0.5),  # on the preprocessed image, as a fraction of 255
+        "min_size": tune.choice([0, 10, 20, 40]),
+        "peak_radius": tune.choice([3, 5, 8]),
+    }
+
+
+def search_space(name: str, smoke: bool = False) -> dict:
+    """The Ray Tune param_space of a named space; smoke shrinks it for the synthetic default."""
+    if name not in SPACES:
+        raise ValueError(f"unknown search space '{name}'; choose one of {', '.join(SPACES)}")
+    if name == "simple":
+        return _simple_space()
+    return _unet_smoke(name) if smoke else _unet_space(name)

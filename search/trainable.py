@@ -1,0 +1,126 @@
+"""The Ray Tune trainable: a thin translation from a trial's flat config to
+nucjax calls. Training, validation, calibration and checkpoints are all
+nucjax.train's; this module only reports them to Tune and resumes from
+Tune's checkpoint.
+
+JAX is imported inside the trial, after the trial's environment (threads,
+GPU memory share, compilation cache) is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+#: What a trial reports each epoch, besides its config.
+METRICS = ("score", "loss", "epoch", "foreground", "images_per_s")
+
+
+def experiment_config(params: dict, device_bytes: int | None = None):
+    """The ExperimentConfig of a trial's flat params (see search.spaces)."""
+    from nucjax.augment import AugmentConfig
+    from nucjax.config import ExperimentConfig, TrainConfig
+    from nucjax.inputs import InputConfig
+    from nucjax.models.memory import largest_batch
+    from nucjax.models.unet import UNetConfig
+    from nucjax.postprocess import PostprocessConfig
+
+    border = bool(params.get("border", True))
+    model = UNetConfig(params["model"], int(params.get("depth", 4)), int(params.get("base_filters", 16)),
+                       out_channels=2 if border else 1)
+    size = int(params.get("size", 128))
+    batch = params.get("batch_size")
+    if batch is None:
+        # On a GPU, fill its share of memory; on a CPU, 8 is what pays.
+        batch = min(32, largest_batch(model, size, device_bytes)) if device_bytes else 8
+    return ExperimentConfig(
+        model=model,
+        inputs=InputConfig(size, params.get("mode", "crop"), border),
+        augment=AugmentConfig(flips=bool(params.get("flips", True)), elastic=float(params.get("elastic", 0.3))),
+        train=TrainConfig(
+            epochs=int(params.get("epochs", 12)),
+            steps_per_epoch=int(params.get("steps_per_epoch", 200)),
+            batch_size=int(batch),
+            learning_rate=float(params.get("learning_rate", 2e-3)),
+            schedule=params.get("schedule", "cosine"),
+            loss=params.get("loss", "bce_dice"),
+            channel_weights=(1.0, float(params.get("border_weight", 1.0))),
+            seed=int(params.get("seed", 0)),
+        ),
+        postprocess=PostprocessConfig(method=params.get("postprocess", "auto")),
+    )
+
+
+def trial_environment(cpus: float, gpus: float, cache_dir: str) -> dict:
+    """Environment variables a trial needs before JAX starts."""
+    env = {
+        "JAX_COMPILATION_CACHE_DIR": cache_dir,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+    }
+    if gpus:
+        # Never the whole card: a trial with a fraction of a GPU gets that share of its memory.
+        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{min(gpus, 1.0) * 0.9:.3f}"
+    else:
+        env["JAX_PLATFORMS"] = "cpu"
+    if cpus <= 1:
+        env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    return env
+
+
+def _device_bytes() -> int | None:
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return None
+    stats = device.memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    return int(limit) if limit else None
+
+
+def score_simple(params: dict, val) -> dict:
+    """The report's threshold model with the shared post-processing, scored on val."""
+    from nucjax.metrics import image_score
+    from nucjax.postprocess import PostprocessConfig, instances
+    from nucjax.preprocess import preprocess
+
+    config = PostprocessConfig(method=params["postprocess"], threshold=float(params["threshold"]),
+                               min_size=int(params["min_size"]), peak_radius=int(params["peak_radius"]))
+    scores = [image_score(s.labels, instances(preprocess(s.image)[..., None] / 255.0, config)).score for s in val]
+    return {"score": float(sum(scores) / len(scores)), "epoch": 1}
+
+
+def run_trial(params: dict, train=None, val=None, environment: dict | None = None) -> None:
+    """The trainable: train (or score) one trial, reporting every epoch to Tune."""
+    os.environ.update(environment or {})
+    import ray
+    from ray import tune
+
+    node = ray.get_runtime_context().get_node_id()
+    if params["model"] == "simple":
+        tune.report({**score_simple(params, val), "node": node})
+        return
+
+    from nucjax.train.loop import train_and_evaluate
+
+    config = experiment_config(params, _device_bytes())
+    workdir = Path(tune.get_context().get_trial_dir()).absolute() / "work"
+    shutil.rmtree(workdir, ignore_errors=True)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        # Resume: put Tune's checkpoint where train_and_evaluate looks for the latest.
+        with checkpoint.as_directory() as folder:
+            epoch = json.loads((Path(folder) / "checkpoint.json").read_text())["epoch"]
+            shutil.copytree(folder, workdir / "checkpoints" / f"epoch_{epoch:04d}")
+
+    def on_epoch(result, maps):
+        metrics = {name: getattr(result, name) for name in METRICS}
+        metrics.update({f"score_{kind}": value for kind, value in result.scores_by_kind.items()})
+        metrics.update({"postprocess": json.dumps(result.postprocess), "node": node, "batch_size": config.train.batch_size})
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(result.checkpoint))
+
+    train_and_evaluate(config, train, val, workdir, on_epoch=on_epoch)
