@@ -78,6 +78,8 @@ def make_tuner(args, storage: str, smoke: bool, train, val, space: dict):
         metric="score", mode="max", scheduler=scheduler, search_alg=search_alg,
         num_samples=args.samples or (4 if smoke else 6), max_concurrent_trials=args.max_concurrent,
         time_budget_s=args.time_budget * 60 if args.time_budget else None,
+        trial_name_creator=lambda trial: f"trial_{trial.trial_id}",
+        trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
     )
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
@@ -88,16 +90,16 @@ def trial_rows(results) -> list[dict]:
     for result in results:
         history = result.metrics_dataframe
         if history is None or history.empty or "score" not in history:
-            rows.append({"trial": Path(result.path).name, "score": float("nan"), "error": str(result.error or "no report")})
+            rows.append({"trial": _trial_id(result), "score": float("nan"), "error": str(result.error or "no report")})
             continue
         best = history.loc[history["score"].idxmax()]
         checkpoint = result.get_best_checkpoint("score", "max") if result.best_checkpoints else result.checkpoint
         row = {
-            "trial": Path(result.path).name,
+            "trial": _trial_id(result),
             "score": float(best["score"]),
             "epoch": int(best.get("epoch", best.get("training_iteration", 0))),
             "epochs_run": int(history["training_iteration"].max()),
-            "postprocess": best.get("postprocess", ""),
+            "calibrated": best.get("calibrated", ""),
             "checkpoint": checkpoint.path if checkpoint is not None else "",
             "node": best.get("node", ""),
             "error": str(result.error) if result.error else "",
@@ -110,8 +112,12 @@ def trial_rows(results) -> list[dict]:
     return rows
 
 
+def _trial_id(result) -> str:
+    return Path(result.path).name
+
+
 def write_results(rows: list[dict], folder: Path) -> Path:
-    columns = ["rank", "trial", "score", "epoch", "epochs_run", "postprocess", "checkpoint", "node", "error"]
+    columns = ["rank", "trial", "score", "epoch", "epochs_run", "calibrated", "checkpoint", "node", "error"]
     columns += [k for k in PARAM_KEYS if any(k in r for r in rows)]
     path = folder / "results.csv"
     with open(path, "w", newline="") as handle:
@@ -131,7 +137,7 @@ def write_score_plot(results, path: Path) -> None:
     for result in results:
         history = result.metrics_dataframe
         if history is not None and not history.empty and "score" in history:
-            ax.plot(history["training_iteration"], history["score"], marker="o", label=Path(result.path).name[-24:])
+            ax.plot(history["training_iteration"], history["score"], marker="o", label=_trial_id(result))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation Kaggle score")
     ax.set_title("Validation score per epoch, every trial")
@@ -147,7 +153,7 @@ def run_search(args, storage: str, smoke: bool) -> str:
     from search.spaces import search_space
 
     root, train, val, test = load_split(args, smoke)
-    space = search_space(args.space, smoke)
+    space = search_space(args.space, smoke, gpu=args.gpus_per_trial > 0)
     local = Path(storage) if "://" not in storage else None
     if local is not None and not args.resume:
         local.mkdir(parents=True, exist_ok=True)

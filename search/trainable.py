@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 #: What a trial reports each epoch, besides its config.
@@ -108,8 +109,8 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
     from nucjax.train.loop import train_and_evaluate
 
     config = experiment_config(params, _device_bytes())
-    workdir = Path(tune.get_context().get_trial_dir()).absolute() / "work"
-    shutil.rmtree(workdir, ignore_errors=True)
+    # Scratch space: Tune keeps the reported checkpoints in the experiment.
+    workdir = Path(tempfile.mkdtemp(prefix="nucjax-trial-"))
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         # Resume: put Tune's checkpoint where train_and_evaluate looks for the latest.
@@ -120,7 +121,10 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
     def on_epoch(result, maps):
         metrics = {name: getattr(result, name) for name in METRICS}
         metrics.update({f"score_{kind}": value for kind, value in result.scores_by_kind.items()})
-        metrics.update({"postprocess": json.dumps(result.postprocess), "node": node, "batch_size": config.train.batch_size})
+        metrics.update({"calibrated": json.dumps(result.postprocess), "node": node, "batch_size": config.train.batch_size})
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(result.checkpoint))
 
-    train_and_evaluate(config, train, val, workdir, on_epoch=on_epoch)
+    try:
+        train_and_evaluate(config, train, val, workdir, on_epoch=on_epoch)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

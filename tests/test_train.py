@@ -119,6 +119,8 @@ def test_epochs_fit_the_budget():
     config = tiny_experiment(train={"steps_per_epoch": 100, "batch_size": 8}, inputs={"size": 128})
     # 100 steps of 1 s and validation of 8 x 128^2 x 30 px at a third of a step: 110 s an epoch.
     assert loop.epochs_for_budget(config, 1.0, 8 * 128 * 128 * 30, 1100) == 10
+    # 100 validation images add 10 s of calibration an epoch: 120 s, 9 epochs.
+    assert loop.epochs_for_budget(config, 1.0, 8 * 128 * 128 * 30, 1100, val_images=100) == 9
 
 
 def test_not_a_checkpoint_is_a_clear_error(tmp_path):

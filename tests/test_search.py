@@ -1,0 +1,195 @@
+"""The search on a real two-node Ray cluster on loopback: trials on both
+nodes, a killed trial resuming from its checkpoint, an interrupted search
+resumed with --resume, and bad input refused before any trial starts.
+
+The cluster is started once for this module, by `ray start`, in separate
+processes: this test process never imports Ray's driver or starts JAX in it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PORT = 6391
+
+
+def ray_env(tmp_root: Path) -> dict:
+    env = dict(os.environ)
+    env.update({"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(tmp_root)})
+    return env
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Two Ray nodes on 127.0.0.1, one CPU each, told apart by a custom resource."""
+    tmp_root = tmp_path_factory.mktemp("ray")
+    env = ray_env(tmp_root)
+    ray = [sys.executable, "-m", "ray.scripts.scripts"]
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
+    subprocess.run(ray + ["start", "--head", "--port", str(PORT), "--include-dashboard", "false",
+                          "--temp-dir", str(tmp_root), "--resources", '{"head_node": 1}'] + common,
+                   env=env, check=True, capture_output=True, timeout=120)
+    subprocess.run(ray + ["start", "--address", f"127.0.0.1:{PORT}", "--resources", '{"second_node": 1}'] + common,
+                   env=env, check=True, capture_output=True, timeout=120)
+    yield {"address": f"127.0.0.1:{PORT}", "env": env}
+    subprocess.run(ray + ["stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def search(cluster, storage: Path, *flags, wait: bool = True, timeout: int = 300):
+    command = [sys.executable, "-m", "search.run", "--address", cluster["address"], "--storage", str(storage),
+               "--verbose", "0", *flags]
+    process = subprocess.Popen(command, cwd=ROOT, env=cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if not wait:
+        return process
+    output, _ = process.communicate(timeout=timeout)
+    return process.returncode, output
+
+
+def results(storage: Path) -> list[dict]:
+    with open(storage / "results.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def progress(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "progress.csv"
+    if not path.is_file():
+        return []
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_trials_run_on_both_nodes_and_checkpoint_to_shared_storage(cluster, tmp_path):
+    storage = tmp_path / "exp"
+    code, output = search(cluster, storage, "--space", "extended", "--samples", "2", "--max-epochs", "1")
+    assert code == 0, output
+    rows = results(storage)
+    assert len(rows) == 2 and all(float(r["score"]) >= 0 for r in rows)
+    assert len({r["node"] for r in rows}) == 2  # one CPU per node: one trial each
+    for row in rows:
+        checkpoint = Path(row["checkpoint"])
+        assert checkpoint.is_relative_to(storage) and (checkpoint / "checkpoint.json").is_file()
+    assert (storage / "scores.png").is_file() and (storage / "experiment.json").is_file()
+    assert "best checkpoint:" in output
+
+
+def trial_processes():
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        line = " ".join(process.info["cmdline"] or [])
+        if "ray::" in line and ("ImplicitFunc" in line or "run_trial" in line):
+            found.append(process)
+    return found
+
+
+def test_a_killed_trial_resumes_from_its_last_checkpoint(cluster, tmp_path):
+    storage = tmp_path / "exp"
+    process = search(cluster, storage, "--space", "extended", "--samples", "1", "--max-epochs", "3", wait=False)
+    trial = lambda: next(iter(sorted(storage.glob("trial_*"))), None)  # noqa: E731
+    wait_for(lambda: trial() is not None and len(progress(trial())) >= 2, 240, "two reported epochs")
+    victims = trial_processes()
+    assert victims, "no trial process found"
+    for victim in victims:
+        victim.kill()
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    epochs = [int(float(row["epoch"])) for row in progress(trial())]
+    assert epochs[-1] == 3
+    # Every epoch is reported, and at most one is trained twice.
+    assert sorted(set(epochs)) == [1, 2, 3] and len(epochs) - 3 <= 1
+
+
+def test_an_interrupted_search_resumes(cluster, tmp_path):
+    storage = tmp_path / "exp"
+    process = search(cluster, storage, "--space", "extended", "--samples", "3", "--max-concurrent", "1",
+                     "--max-epochs", "1", wait=False)
+    wait_for(lambda: any(len(progress(t)) >= 1 for t in storage.glob("trial_*")), 240, "a first report")
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    finished = lambda: [r for r in results(storage) if r.get("epochs_run") == "1"]  # noqa: E731
+    if (storage / "results.csv").exists():  # Tune may report what it had when interrupted
+        assert len(finished()) < 3
+    code, output = search(cluster, storage, "--resume")
+    assert code == 0, output
+    assert len(results(storage)) == 3 and len(finished()) == 3
+
+
+def test_the_simple_space_needs_no_training(cluster, tmp_path):
+    storage = tmp_path / "exp"
+    code, output = search(cluster, storage, "--space", "simple", "--samples", "3")
+    assert code == 0, output
+    rows = results(storage)
+    assert len(rows) == 3 and all(0 <= float(r["score"]) <= 1 for r in rows)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--space", "resnet"], "unknown search space 'resnet'"),
+        (["--data", "/nonexistent/folder"], "no such folder"),
+        (["--storage", "/proc/nucjax-cannot-write"], "cannot write there"),
+        (["--resume"], "no experiment to resume"),
+    ],
+)
+def test_bad_input_is_refused_before_ray_starts(tmp_path, flags, message):
+    command = [sys.executable, "-m", "search.run", *flags]
+    if "--storage" not in flags:
+        command += ["--storage", str(tmp_path / "exp")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_an_impossible_resource_request_is_refused(cluster, tmp_path):
+    code, output = search(cluster, tmp_path / "exp", "--gpus-per-trial", "1")
+    assert code == 2
+    assert "no node can hold a trial" in output
+
+
+def test_cluster_yaml_passes_rays_validator():
+    import copy
+
+    import yaml
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    validate_config(prepare_config(copy.deepcopy(config)))
+    gpu = config["available_node_types"]["gpu_worker"]
+    assert gpu["resources"]["GPU"] >= 1 and config["available_node_types"]["head"]["resources"].get("GPU", 0) == 0
+    broken = copy.deepcopy(config)
+    broken["head_node_type"] = "missing"
+    with pytest.raises(ValueError):
+        validate_config(prepare_config(broken))
+
+
+def test_trial_params_become_an_experiment_config():
+    from search.trainable import experiment_config
+
+    params = {"model": "extended", "size": 256, "mode": "resize", "base_filters": 8, "depth": 4, "learning_rate": 1e-3,
+              "border": False, "border_weight": 2.0, "batch_size": None, "postprocess": "distance"}
+    config = experiment_config(params)
+    assert config.model.model == "extended" and config.model.out_channels == 1
+    assert config.inputs.size == 256 and config.inputs.mode == "resize"
+    assert config.train.batch_size == 8  # on a CPU
+    assert config.postprocess.method == "distance"
+    on_gpu = experiment_config(params, device_bytes=16 * 2**30)
+    assert 8 < on_gpu.train.batch_size <= 32  # filled from the memory estimate
