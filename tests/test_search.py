@@ -103,9 +103,9 @@ def trial_processes():
 
 def test_a_killed_trial_resumes_from_its_last_checkpoint(cluster, tmp_path):
     storage = tmp_path / "exp"
-    process = search(cluster, storage, "--space", "extended", "--samples", "1", "--max-epochs", "3", wait=False)
+    process = search(cluster, storage, "--space", "extended", "--samples", "1", "--max-epochs", "4", wait=False)
     trial = lambda: next(iter(sorted(storage.glob("trial_*"))), None)  # noqa: E731
-    wait_for(lambda: trial() is not None and len(progress(trial())) >= 2, 240, "two reported epochs")
+    wait_for(lambda: trial() is not None and len(progress(trial())) >= 1, 240, "a reported epoch")
     victims = trial_processes()
     assert victims, "no trial process found"
     for victim in victims:
@@ -113,9 +113,9 @@ def test_a_killed_trial_resumes_from_its_last_checkpoint(cluster, tmp_path):
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output
     epochs = [int(float(row["epoch"])) for row in progress(trial())]
-    assert epochs[-1] == 3
+    assert epochs[-1] == 4
     # Every epoch is reported, and at most one is trained twice.
-    assert sorted(set(epochs)) == [1, 2, 3] and len(epochs) - 3 <= 1
+    assert sorted(set(epochs)) == [1, 2, 3, 4] and len(epochs) - 4 <= 1
 
 
 def test_an_interrupted_search_resumes(cluster, tmp_path):

@@ -93,6 +93,7 @@ def main(argv=None) -> None:
     except ValueError as err:
         fail(f"bad configuration: {err}")
     from nucjax.data import image_kind, stratified_split
+    from nucjax.postprocess import PostprocessConfig
     from nucjax.train.checkpoints import best_checkpoint, latest_checkpoint
     from nucjax.train.film import FILM_IMAGES, film_frame, write_film, write_frame
     from nucjax.train.loop import TrainingDiverged, train_and_evaluate
@@ -115,7 +116,8 @@ def main(argv=None) -> None:
 
     def on_epoch(result, maps):
         progress.epoch(result)
-        frame = film_frame([s.image for s in film_samples], [s.labels for s in film_samples], maps[:FILM_IMAGES], config.postprocess.__class__(**result.postprocess))
+        frame = film_frame([s.image for s in film_samples], [s.labels for s in film_samples], maps[:FILM_IMAGES],
+                           PostprocessConfig(**result.postprocess))
         write_frame(frame, args.out / "film", result.epoch)
 
     try:
