@@ -63,7 +63,9 @@ def make_tuner(args, storage: str, smoke: bool, train, val, space: dict):
     max_epochs = args.max_epochs or int(space.get("epochs", 1))
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max(max_epochs, 1),
                               grace_period=min(args.grace_period, max(max_epochs, 1)), reduction_factor=2)
-    search_alg = None
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    search_alg = BasicVariantGenerator(random_state=args.seed)  # the same draws for the same --seed
     if args.search == "optuna":
         try:
             from ray.tune.search.optuna import OptunaSearch

@@ -149,7 +149,7 @@ def train_and_evaluate(
     config then wins). With time_budget_s, training stops cleanly before
     the budget is spent; fit_epochs_to_budget also sets the number of
     epochs (so the learning-rate schedule ends with the budget) from timed
-    steps. on_step(step, loss) and on_epoch(EpochResult) report progress.
+    steps. on_step(step, loss) and on_epoch(EpochResult, validation maps) report progress.
     Raises TrainingDiverged on NaN or exploding loss or all-foreground output.
     """
     start_time = time.monotonic()
