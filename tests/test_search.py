@@ -22,9 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PORT = 6391
 
 
-def ray_env(tmp_root: Path) -> dict:
+def ray_env(tmp_root: Path, cache: Path) -> dict:
     env = dict(os.environ)
-    env.update({"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(tmp_root)})
+    env.update({"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(tmp_root),
+                "NUCJAX_CACHE": str(cache)})
     return env
 
 
@@ -32,7 +33,7 @@ def ray_env(tmp_root: Path) -> dict:
 def cluster(tmp_path_factory):
     """Two Ray nodes on 127.0.0.1, one CPU each, told apart by a custom resource."""
     tmp_root = tmp_path_factory.mktemp("ray")
-    env = ray_env(tmp_root)
+    env = ray_env(tmp_root, tmp_path_factory.getbasetemp() / "cache")  # the cache the other tests use
     ray = [sys.executable, "-m", "ray.scripts.scripts"]
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
     subprocess.run(ray + ["start", "--head", "--port", str(PORT), "--include-dashboard", "false",
