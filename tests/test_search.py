@@ -42,7 +42,20 @@ def cluster(tmp_path_factory):
     subprocess.run(ray + ["start", "--address", f"127.0.0.1:{PORT}", "--resources", '{"second_node": 1}'] + common,
                    env=env, check=True, capture_output=True, timeout=120)
     yield {"address": f"127.0.0.1:{PORT}", "env": env}
-    subprocess.run(ray + ["stop", "--force"], env=env, capture_output=True, timeout=120)
+    stop_cluster(tmp_root)
+
+
+def stop_cluster(tmp_root: Path) -> None:
+    """Stop this test's Ray processes only: `ray stop` would stop every Ray
+    cluster of the user on the machine, a search the user runs included."""
+    import psutil
+
+    ours = [p for p in psutil.process_iter(["cmdline"]) if str(tmp_root) in " ".join(p.info["cmdline"] or [])]
+    for process in ours:
+        process.terminate()
+    _, alive = psutil.wait_procs(ours, timeout=20)
+    for process in alive:
+        process.kill()
 
 
 def search(cluster, storage: Path, *flags, wait: bool = True, timeout: int = 300):
