@@ -102,7 +102,7 @@ def reference_instances(body: np.ndarray, image: np.ndarray | None = None) -> np
     picture = image if image is not None else np.repeat(_uint8(body)[..., None], 3, axis=2)
     flooded = cv2.watershed(np.ascontiguousarray(picture, dtype=np.uint8), markers.astype(np.int32))
     labels = np.where(flooded > 1, flooded - 1, 0)  # watershed lines (-1) and background go to 0
-    return components(labels > 0) if labels.max() == 0 else _consecutive(labels)
+    return _consecutive(labels)
 
 
 def _consecutive(labels: np.ndarray) -> np.ndarray:
