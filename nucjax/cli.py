@@ -27,7 +27,7 @@ masks are ignored with a warning. --strict makes any of these an error.
 Pixels claimed by two masks go to the smaller nucleus."""
 
 
-def data_command_parser(module: str, docstring: str) -> argparse.ArgumentParser:
+def data_command_parser(module: str, docstring: str, data_help: str = "dataset folder (default: the synthetic set)") -> argparse.ArgumentParser:
     """A parser for `python -m module` that reads a dataset: its description
     is the docstring after the title line, --help ends with DATA_HELP."""
     parser = argparse.ArgumentParser(
@@ -36,13 +36,22 @@ def data_command_parser(module: str, docstring: str) -> argparse.ArgumentParser:
         epilog=DATA_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data", type=Path, help="dataset folder (default: the synthetic set)")
+    parser.add_argument("--data", type=Path, help=data_help)
     parser.add_argument("--strict", action="store_true", help="stop at the first skipped file instead of warning")
     return parser
 
 
 def cache_root() -> Path:
     return Path(os.environ.get("NUCJAX_CACHE", Path.home() / ".cache" / "nucjax"))
+
+
+def use_compilation_cache() -> None:
+    """Point JAX at the shared persistent compilation cache (unless the
+    environment already names one); call before JAX is imported. A second
+    run of a command then skips most of its compiling."""
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_root().absolute() / "jax"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
 def synthetic_root(config=None) -> Path:

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from nucjax.augment import inverse_symmetry, symmetry
 from nucjax.inputs import InputConfig, reflect_pad
 from nucjax.preprocess import from_square, to_square
 
@@ -58,13 +59,27 @@ def predict_tiled(forward, inputs: np.ndarray, multiple: int, tile: int = TILE, 
     return out[:height, :width]
 
 
-def predict_image(forward, inputs: np.ndarray, config: InputConfig, multiple: int) -> np.ndarray:
-    """Probabilities (H, W, K) for one image's model inputs (H, W, C) uint8."""
+def predict_image(forward, inputs: np.ndarray, config: InputConfig, multiple: int, tta: bool = False) -> np.ndarray:
+    """Probabilities (H, W, K) for one image's model inputs (H, W, C) uint8.
+
+    tta: average over the 8 flips and quarter turns, each mapped back
+    exactly, so a model that commutes with them gives the plain map.
+    """
     x = inputs.astype(np.float32) / 255.0
+    if not tta:
+        return _predict_once(forward, x, config, multiple)
+    total = None
+    for k in range(8):
+        probs = inverse_symmetry(_predict_once(forward, symmetry(x, k), config, multiple), k)
+        total = probs if total is None else total + probs
+    return total / 8
+
+
+def _predict_once(forward, x: np.ndarray, config: InputConfig, multiple: int) -> np.ndarray:
     if config.mode == "resize":
         square, geometry = to_square(x, config.size)
         probs = np.asarray(forward(square.reshape(1, config.size, config.size, -1)))[0]
-        return from_square(probs, geometry).reshape(inputs.shape[:2] + (probs.shape[-1],))
+        return from_square(probs, geometry).reshape(x.shape[:2] + (probs.shape[-1],))
     return predict_tiled(forward, x, multiple)
 
 

@@ -192,8 +192,8 @@ def instances(probabilities: np.ndarray, config: PostprocessConfig = Postprocess
 #: What calibration tries, per method. The clean-up fields (min_size) are
 #: cheap to vary: the watershed is computed once per other setting.
 CALIBRATION_GRID = {
-    "border": {"threshold": (0.3, 0.4, 0.5, 0.6), "seed_threshold": (0.5, 0.6, 0.7, 0.8, 0.9), "min_size": (5, 15, 30)},
-    "distance": {"threshold": (0.3, 0.4, 0.5, 0.6), "peak_radius": (2, 4, 6, 9), "min_size": (5, 15, 30)},
+    "border": {"threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "seed_threshold": (0.5, 0.6, 0.7, 0.8, 0.9), "min_size": (5, 15, 30)},
+    "distance": {"threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "peak_radius": (2, 4, 6, 9), "min_size": (5, 15, 30)},
     "cc": {"threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "min_size": (5, 15, 30)},
     "reference": {},
 }

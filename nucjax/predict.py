@@ -27,11 +27,15 @@ def parse_args(argv=None):
     parser.add_argument("--split", choices=("all", "train", "val"), default="all",
                         help="predict only one part of the training split the checkpoint was validated on (default: all images)")
     parser.add_argument("--overlays", type=Path, help="also write each image with its nuclei outlined, as PNGs in this folder")
+    parser.add_argument("--tta", action="store_true", help="average the maps over the 8 flips and rotations (8x slower)")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    from nucjax.cli import use_compilation_cache
+
+    use_compilation_cache()
     import numpy as np
 
     from nucjax.cli import data_root
@@ -78,7 +82,7 @@ def main(argv=None) -> None:
         if sample is None:  # an empty row, whatever the image's size
             predictions.append((image_id, np.zeros((1, 1), np.int32)))
             continue
-        probs = predict_image(forward, model_inputs(sample.image, config.model.model), config.inputs, config.model.multiple)
+        probs = predict_image(forward, model_inputs(sample.image, config.model.model), config.inputs, config.model.multiple, args.tta)
         labels = instances(probs, post, sample.image)
         predictions.append((sample.image_id, labels))
         if args.overlays:

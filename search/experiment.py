@@ -55,7 +55,7 @@ def make_tuner(args, storage: str, smoke: bool, train, val, space: dict):
         name=name,
         storage_path=parent,
         failure_config=tune.FailureConfig(max_failures=args.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="score", checkpoint_score_order="max"),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=args.keep_checkpoints, checkpoint_score_attribute="score", checkpoint_score_order="max"),
         verbose=args.verbose,
     )
     if args.resume:
@@ -162,6 +162,7 @@ def run_search(args, storage: str, smoke: bool) -> str:
         (local / EXPERIMENT_FILE).write_text(json.dumps({
             "space": args.space, "data": str(root), "synthetic": smoke, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             "split": {"val_fraction": args.val_fraction, "test_fraction": args.test_fraction, "seed": args.seed},
+            "val_ids": [s.image_id for s in val],
             "test_ids": [s.image_id for s in test],
         }, indent=2))
     print(f"searching '{args.space}' on {len(train)} training and {len(val)} validation images from {root}", flush=True)
@@ -185,4 +186,5 @@ def _summary(rows: list[dict], storage: str) -> str:
     if best.get("checkpoint"):
         lines.append(f"best checkpoint: {best['checkpoint']}")
         lines.append(f"submission: python -m nucjax.predict --checkpoint {best['checkpoint']} --data DIR --out submission.csv")
+    lines.append(f"ensemble: python -m ensemble.predict --experiment {storage} --data DIR --out submission.csv")
     return "\n".join(lines)

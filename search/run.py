@@ -47,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--address", type=str, help="join a running Ray cluster ('auto' on its head node)")
     parser.add_argument("--resume", action="store_true", help="resume the interrupted experiment in --storage")
     parser.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial, from its last checkpoint (default: %(default)s)")
+    parser.add_argument("--keep-checkpoints", type=int, default=3,
+                        help="best checkpoints kept per trial, for ensembles of epochs (default: %(default)s)")
     parser.add_argument("--val-fraction", type=float, default=0.15, help="validation share of each image kind (default: %(default)s)")
     parser.add_argument("--test-fraction", type=float, default=0.1, help="held-back test share, for ensemble.predict (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
@@ -66,6 +68,8 @@ def check_args(args) -> None:
         fail(f"--data {args.data}: no such folder")
     if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
         fail("--cpus-per-trial must be positive and --gpus-per-trial not negative")
+    if args.keep_checkpoints < 1:
+        fail("--keep-checkpoints must be at least 1")
     if args.resume and not args.storage:
         fail("--resume needs --storage, the folder of the interrupted experiment")
     if args.storage and "://" not in args.storage:

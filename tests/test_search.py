@@ -91,7 +91,7 @@ def wait_for(condition, timeout: float, what: str):
 
 
 def test_trials_run_on_both_nodes_and_checkpoint_to_shared_storage(cluster, tmp_path):
-    storage = tmp_path / "exp"
+    storage = tmp_path / "runs" / "extended-test"  # where ensemble.predict looks by default
     code, output = search(cluster, storage, "--space", "extended", "--samples", "2", "--max-epochs", "1")
     assert code == 0, output
     rows = results(storage)
@@ -102,6 +102,19 @@ def test_trials_run_on_both_nodes_and_checkpoint_to_shared_storage(cluster, tmp_
         assert checkpoint.is_relative_to(storage) and (checkpoint / "checkpoint.json").is_file()
     assert (storage / "scores.png").is_file() and (storage / "experiment.json").is_file()
     assert "best checkpoint:" in output
+
+    # With no arguments, ensemble.predict takes this (the latest) experiment
+    # and predicts the test images the search held back.
+    done = subprocess.run([sys.executable, "-m", "ensemble.predict"], cwd=tmp_path, env={**cluster["env"], "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    from nucjax.submission import read_submission
+
+    test_ids = json.loads((storage / "experiment.json").read_text())["test_ids"]
+    assert test_ids and set(read_submission(tmp_path / "submission.csv")) == set(test_ids)
+    assert "2 candidate members" in done.stderr and done.stdout.strip().splitlines()[-1].startswith("Kaggle score: ")
 
 
 def trial_processes():

@@ -1,0 +1,392 @@
+"""python -m ensemble.predict: combine several checkpoints into one Kaggle submission.
+
+Members: the --top-k best trials of a search experiment (default), every
+epoch a trial kept (--epochs-of TRIAL, the report's epoch noise), or
+explicit --checkpoints. Each member predicts every image in its own input
+mode and size, optionally averaged over the 8 flips and rotations (--tta);
+members run one after another. The maps are combined (--combine):
+intersect (a pixel is a nucleus where every member, or --quorum of them,
+says so: the reference report's proposal), vote (a majority) or mean (the
+average probability). The shared post-processing runs once, its thresholds
+re-calibrated for the combination on the experiment's validation split.
+
+With no arguments: the latest experiment under ./runs, predicting the test
+images that search held back (on the data it searched), into
+./submission.csv. --compare scores every member and every combination on a
+labelled set and writes a table and a bar plot beside --out.
+
+bad input: no experiment, an unknown trial, a checkpoint from another
+nucjax version or with a broken config stop with a message naming it. An
+unreadable image is reported and gets an empty row; the rest are predicted.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from nucjax.cli import data_command_parser, fail
+
+#: The defaults: what scored best in our own comparison (see the README).
+DEFAULT_COMBINE = "mean"
+DEFAULT_TOP_K = 3
+
+
+def parse_args(argv=None):
+    parser = data_command_parser("ensemble.predict", __doc__,
+                                 data_help="folder of images to predict (default: the test images the experiment held back)")
+    members = parser.add_argument_group("members")
+    members.add_argument("--experiment", type=Path, help="a search experiment folder (default: the latest under ./runs)")
+    members.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="best trials of the experiment (default: %(default)s)")
+    members.add_argument("--epochs-of", metavar="TRIAL",
+                         help="instead, every checkpoint one trial kept ('best': the best trial's)")
+    members.add_argument("--checkpoints", type=Path, nargs="+", metavar="DIR",
+                         help="instead, these checkpoint folders (or training run folders: their best checkpoint)")
+    combining = parser.add_argument_group("combining")
+    combining.add_argument("--combine", choices=("intersect", "vote", "mean"), default=DEFAULT_COMBINE,
+                           help="how member maps become one (default: %(default)s)")
+    combining.add_argument("--quorum", type=int, help="intersect: members that must agree on a pixel (default: all)")
+    combining.add_argument("--select", choices=("greedy", "all"), default="greedy",
+                           help="greedy: keep a candidate only when it raises the calibrated validation score, "
+                                "best candidate first; all: every candidate (default: %(default)s)")
+    combining.add_argument("--tta", action="store_true", help="average each member over the 8 flips and rotations")
+    combining.add_argument("--calibration", type=Path, metavar="DIR",
+                           help="labelled folder whose validation split re-calibrates the post-processing "
+                                "(default: the experiment's validation split, else --data's when labelled)")
+    combining.add_argument("--no-calibrate", action="store_true", help="keep the best member's post-processing settings")
+    outputs = parser.add_argument_group("outputs")
+    outputs.add_argument("--out", type=Path, default=Path("submission.csv"), help="submission CSV (default: %(default)s)")
+    outputs.add_argument("--labels", type=Path, metavar="DIR", help="also write a 16-bit label PNG per image here")
+    outputs.add_argument("--overlays", type=Path, metavar="DIR", help="also write each image with its nuclei outlined")
+    outputs.add_argument("--solution", type=Path, metavar="CSV_OR_FOLDER",
+                         help="score against this solution CSV or labelled folder (default: the images' own labels)")
+    outputs.add_argument("--compare", action="store_true",
+                         help="score every member and every combination; table and bar plot beside --out")
+    args = parser.parse_args(argv)
+    if args.top_k < 1:
+        parser.error("--top-k must be at least 1")
+    if args.quorum is not None and args.combine != "intersect" and not args.compare:
+        parser.error("--quorum goes with --combine intersect")
+    return args
+
+
+class Progress:
+    """One stderr line: the phase, the image and the member being predicted."""
+
+    def __init__(self, phase: str, images: int, members: int):
+        self.phase, self.images, self.members = phase, images, members
+
+    def show(self, image: int, member: int) -> None:
+        print(f"\r{self.phase}: image {image}/{self.images}, member {member}/{self.members}   ", end="", file=sys.stderr)
+
+    def done(self) -> None:
+        print(file=sys.stderr)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    from nucjax.cli import use_compilation_cache
+
+    use_compilation_cache()
+    from ensemble.members import MemberError
+    from nucjax.data import DataError
+    from nucjax.train.checkpoints import CheckpointError
+
+    try:
+        run(args)
+    except (MemberError, CheckpointError, DataError) as err:
+        fail(str(err))
+
+
+def run(args) -> None:
+    import numpy as np
+
+    from ensemble.combine import COMBINATIONS
+    from ensemble.members import latest_experiment, read_experiment
+    from ensemble.predictions import base_postprocess, load_member
+    from nucjax.submission import write_submission
+
+    experiment = None
+    if args.experiment or not args.checkpoints:
+        experiment = read_experiment(args.experiment or latest_experiment(Path("runs")))
+    candidates = [load_member(p) for p in choose_members(args, experiment)]
+    print(f"{len(candidates)} candidate member{'s' * (len(candidates) > 1)}: "
+          + ", ".join(f"{m.name} ({m.score:.4f})" for m in candidates), file=sys.stderr)
+
+    # Choose members and calibrate each combination on labelled validation maps.
+    calibration = [] if args.no_calibrate else calibration_samples(args, experiment, candidates)
+    if calibration:
+        combinations = calibrated_combinations(args, candidates, calibration)
+    else:
+        if not args.no_calibrate:
+            print("warning: no labelled validation images to re-calibrate on; using the best member's settings", file=sys.stderr)
+        everyone, base = tuple(range(len(candidates))), base_postprocess(candidates)
+        methods = [args.combine] + ([m for m in COMBINATIONS if m != args.combine] if args.compare else [])
+        combinations = {(method, everyone): base for method in methods}
+    (_, chosen), _ = next(iter(combinations.items()))  # the submission's
+    members = [candidates[i] for i in chosen]
+    print(f"{len(members)} member{'s' * (len(members) > 1)}, {args.combine}{' with TTA' if args.tta else ''}: "
+          + ", ".join(m.name for m in members), file=sys.stderr)
+
+    # With --compare every candidate predicts; otherwise the chosen members only.
+    predicting = candidates if args.compare else members
+    index = {id(m): i for i, m in enumerate(predicting)}
+    plans = {name_of(method, group, len(candidates)): (method, [index[id(candidates[i])] for i in group], config)
+             for (method, group), config in combinations.items()}
+    predictions, scores = predict_all(args, experiment, predicting, plans)
+    rows = write_submission(args.out, predictions)
+    print(f"wrote {args.out}: {len(predictions)} images, {rows} rows ({args.combine} of {len(members)} members"
+          f"{', TTA' if args.tta else ''})")
+    main_plan = next(iter(plans))
+    scored = len(scores.get(main_plan, []))
+    if args.compare:
+        write_comparison(args, candidates, plans, scores)
+    if scored:
+        missing = len(predictions) - scored
+        note = f" ({missing} images without truth left out)" if missing else ""
+        print(f"Kaggle score: {float(np.mean(scores[main_plan])):.4f}{note}")
+
+
+def name_of(method: str, group: tuple, candidates: int) -> str:
+    return f"{method} of {len(group)}" + (" (all)" if len(group) == candidates and candidates > 1 else "")
+
+
+def calibrated_combinations(args, candidates, calibration) -> dict:
+    """{(method, member indices): calibrated post-processing}, the one to submit first.
+
+    --select greedy chooses the members for --combine; --compare adds the
+    other combinations of the same members, and --combine of every
+    candidate when the selection left some out.
+    """
+    import numpy as np
+
+    from ensemble.combine import COMBINATIONS
+    from ensemble.predictions import base_postprocess, calibrate_combination, greedy_selection, member_maps
+
+    progress = Progress("validation maps", len(calibration), len(candidates))
+    maps = []
+    for i, sample in enumerate(calibration, start=1):
+        per_member = []
+        for j, member in enumerate(candidates, start=1):
+            progress.show(i, j)
+            per_member.append(member_maps(member, sample.image, args.tta).astype(np.float16))
+        maps.append(per_member)
+    progress.done()
+    truths = [s.labels for s in calibration]
+    everyone = tuple(range(len(candidates)))
+    base = base_postprocess(candidates)
+    combinations = {}
+    if args.select == "greedy" and len(candidates) > 1:
+        chosen, config, score, log = greedy_selection(maps, truths, candidates, args.combine, args.quorum, base)
+        print("greedy selection on validation:\n  " + "\n  ".join(log), file=sys.stderr)
+        chosen = tuple(chosen)
+        combinations[(args.combine, chosen)] = config
+    else:
+        chosen = everyone
+    wanted = [(args.combine, chosen)]
+    if args.compare:
+        wanted += [(method, chosen) for method in COMBINATIONS if method != args.combine]
+        if chosen != everyone:
+            wanted.append((args.combine, everyone))
+    for method, group in wanted:
+        if (method, group) in combinations:
+            continue
+        group_maps = [[m[i] for i in group] for m in maps]
+        quorum = args.quorum if args.quorum is not None and args.quorum <= len(group) else None
+        combinations[(method, group)], score = calibrate_combination(
+            group_maps, truths, [candidates[i] for i in group], method, quorum, base_postprocess([candidates[i] for i in group]))
+        print(f"{name_of(method, group, len(candidates))}: validation {score:.4f} with {describe(combinations[(method, group)])}",
+              file=sys.stderr)
+    return combinations
+
+
+def predict_all(args, experiment, members, plans) -> tuple[list, dict]:
+    """Predict every image with every member, then each plan
+    {name: (method, member positions, post-processing)}; the first plan's
+    labels are the submission. Returns (predictions, scores by plan or
+    member name) where scores are per labelled image."""
+    import numpy as np
+
+    from ensemble.combine import combine
+    from ensemble.predictions import member_maps
+    from nucjax.data import DataError
+    from nucjax.data.kaggle import load_sample
+    from nucjax.metrics import image_score
+    from nucjax.pictures import contour_overlay, write_overlay
+    from nucjax.postprocess import instances
+
+    sources = prediction_sources(args, experiment)
+    truth_by_id = read_solution(args.solution) if args.solution else {}
+    progress = Progress("predicting", len(sources), len(members))
+    predictions, scores = [], {}
+    started, forward_seconds = time.perf_counter(), 0.0
+    for i, source in enumerate(sources, start=1):
+        try:
+            sample = load_sample(source, labelled=None)[0]
+        except DataError as err:
+            print(f"\nwarning: {err}: written as an empty prediction", file=sys.stderr)
+            predictions.append((source.image_id, np.zeros((1, 1), np.int32)))
+            continue
+        per_member = []
+        for j, member in enumerate(members, start=1):
+            progress.show(i, j)
+            tick = time.perf_counter()
+            per_member.append(member_maps(member, sample.image, args.tta))
+            forward_seconds += time.perf_counter() - tick
+        outcomes = {}
+        for name, (method, positions, config) in plans.items():
+            group = [members[p] for p in positions]
+            quorum = args.quorum if args.quorum is not None and args.quorum <= len(group) else None
+            combined = combine([per_member[p] for p in positions], [m.threshold for m in group], method, quorum)
+            outcomes[name] = instances(combined, config, sample.image)
+            if not args.compare:
+                break  # the submission's plan only
+        labels = next(iter(outcomes.values()))
+        predictions.append((sample.image_id, labels))
+        truth = truth_by_id.get(sample.image_id, sample.labels)
+        if truth is not None:
+            if args.compare:
+                for member, maps in zip(members, per_member):
+                    outcomes[member.name] = instances(maps, member.config.postprocess, sample.image)
+            for name, outcome in outcomes.items():
+                scores.setdefault(name, []).append(image_score(truth, outcome).score)
+        if args.labels:
+            write_label_png(args.labels / f"{sample.image_id}.png", labels)
+        if args.overlays:
+            write_overlay(args.overlays / f"{sample.image_id}.png", contour_overlay(sample.image, labels))
+    progress.done()
+    per = max(len(sources), 1) * max(len(members), 1)
+    print(f"predicted {len(sources)} images with {len(members)} member{'s' * (len(members) > 1)} in {time.perf_counter() - started:.0f} s: "
+          f"{forward_seconds / per:.2f} s per image per member in the models", file=sys.stderr)
+    return predictions, scores
+
+
+def write_comparison(args, candidates, plans, scores) -> None:
+    import numpy as np
+
+    from ensemble.report import Entry, table, write_csv, write_plot
+
+    if not scores:
+        print("warning: --compare needs labels: the images have none and no --solution was given", file=sys.stderr)
+        return
+    entries = [Entry(m.name, "member", float(np.mean(scores[m.name])), str(m.path)) for m in candidates]
+    entries += [Entry(name, "combination", float(np.mean(scores[name])), describe(config))
+                for name, (_, _, config) in plans.items()]
+    stem = args.out.with_name(args.out.stem + "_compare")
+    count = len(scores[candidates[0].name])
+    write_csv(entries, stem.with_suffix(".csv"))
+    write_plot(entries, stem.with_suffix(".png"), f"Kaggle score on {count} labelled images")
+    print(f"comparison on {count} labelled images ({stem}.csv, {stem}.png):")
+    print(table(entries))
+
+
+def describe(config) -> str:
+    return f"{config.method}, threshold {config.threshold:g}, seed {config.seed_threshold:g}, min size {config.min_size}"
+
+
+def choose_members(args, experiment) -> list[Path]:
+    from ensemble.members import MemberError, top_checkpoints, trial_checkpoints
+
+    if args.checkpoints:
+        return list(args.checkpoints)
+    if args.epochs_of:
+        trial = args.epochs_of
+        if trial == "best":
+            if not experiment.results:
+                raise MemberError(f"{experiment.folder}: no ranked results to find the best trial in")
+            trial = experiment.results[0]["trial"]
+        return trial_checkpoints(experiment, trial)
+    return top_checkpoints(experiment, args.top_k)
+
+
+def experiment_data(experiment) -> Path:
+    """The folder the experiment searched on; the synthetic set is made again if it has gone."""
+    from ensemble.members import MemberError
+
+    if experiment.data.is_dir():
+        return experiment.data
+    if experiment.synthetic:
+        from nucjax.cli import synthetic_root
+        from search.experiment import SMOKE_DATA
+
+        return synthetic_root(SMOKE_DATA)
+    raise MemberError(f"{experiment.folder}: its data folder {experiment.data} is gone; pass --data (and --calibration)")
+
+
+def calibration_samples(args, experiment, members) -> list:
+    """Labelled validation samples: the experiment's validation split, else
+    the validation split of --calibration or --data (by the first member's
+    training split) when that folder is labelled."""
+    import json
+
+    from nucjax.cli import report_skipped
+    from nucjax.data import image_kind, load_dataset, stratified_split
+
+    if experiment is not None and args.calibration is None:
+        root = experiment_data(experiment)
+        record = json.loads((experiment.folder / "experiment.json").read_text())
+        val_ids = record.get("val_ids")
+        if val_ids is None:  # an experiment from before val_ids were recorded: split again
+            dataset = load_dataset(root, labelled=True)
+            samples = dataset.samples
+            split = stratified_split([s.image_id for s in samples], [image_kind(s.image) for s in samples],
+                                     experiment.val_fraction, experiment.test_fraction, seed=experiment.seed)
+            return [s for s in samples if s.image_id in set(split.val)]
+        dataset = load_dataset(root, labelled=True, ids=val_ids)
+        report_skipped(dataset)
+        return list(dataset.samples)
+    root = args.calibration or args.data
+    if root is None:
+        return []
+    dataset = load_dataset(root, labelled=None)
+    samples = [s for s in dataset.samples if s.labels is not None]
+    if not samples:
+        return []
+    train = members[0].config.train
+    split = stratified_split([s.image_id for s in samples], [image_kind(s.image) for s in samples],
+                             train.val_fraction, seed=train.seed)
+    return [s for s in samples if s.image_id in set(split.val)]
+
+
+def prediction_sources(args, experiment) -> list:
+    """The images to predict: every image of --data, else the experiment's held-back test images."""
+    from ensemble.members import MemberError
+    from nucjax.data import find_samples
+
+    if args.data is not None:
+        sources, skipped = find_samples(args.data)
+    else:
+        if not experiment.test_ids:
+            raise MemberError(f"{experiment.folder}: the search held back no test images (--test-fraction 0); pass --data")
+        root = experiment_data(experiment)
+        sources, skipped = find_samples(root)
+        wanted = set(experiment.test_ids)
+        sources = [s for s in sources if s.image_id in wanted]
+        print(f"predicting the {len(sources)} test images held back from {root}", file=sys.stderr)
+    if args.strict and skipped:
+        raise MemberError(f"{skipped[0]} (strict mode: fix or remove it)")
+    for entry in skipped:
+        print(f"warning: {entry}", file=sys.stderr)
+    return sources
+
+
+def read_solution(path: Path) -> dict:
+    from nucjax.score import read_truth
+
+    return read_truth(path)
+
+
+def write_label_png(path: Path, labels) -> None:
+    """One instance label image as a 16-bit PNG (0 background, 1..n nuclei)."""
+    import cv2
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if labels.max() > np.iinfo(np.uint16).max:
+        raise ValueError(f"{path}: more nuclei than a 16-bit PNG holds")
+    cv2.imwrite(str(path), labels.astype(np.uint16))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""The --compare report: the Kaggle score of every single member and of each
+combination on a labelled set, as a table and a bar plot."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str  # a member's name, or the combination's
+    kind: str  # 'member' or 'combination'
+    score: float  # mean Kaggle score over the images
+    detail: str = ""  # the member's checkpoint, or the combination's calibrated settings
+
+
+def table(entries: list[Entry]) -> str:
+    """A plain-text table, best first, marking the best member and the best combination."""
+    ranked = sorted(entries, key=lambda e: -e.score)
+    best_member = max((e.score for e in entries if e.kind == "member"), default=float("nan"))
+    width = max([len(e.name) for e in entries] + [10])
+    lines = [f"{'':2}{'name':<{width}}  {'kind':<11}  score   vs best member"]
+    for entry in ranked:
+        gain = entry.score - best_member
+        lines.append(f"{'':2}{entry.name:<{width}}  {entry.kind:<11}  {entry.score:.4f}  {gain:+.4f}")
+    return "\n".join(lines)
+
+
+def write_csv(entries: list[Entry], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["name", "kind", "score", "detail"])
+        for entry in sorted(entries, key=lambda e: -e.score):
+            writer.writerow([entry.name, entry.kind, f"{entry.score:.6f}", entry.detail])
+
+
+def write_plot(entries: list[Entry], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(entries) + 2), 4.5))
+    colours = ["#7f9fbf" if e.kind == "member" else "#d08040" for e in entries]
+    bars = ax.bar(range(len(entries)), [e.score for e in entries], color=colours)
+    best_member = max((e.score for e in entries if e.kind == "member"), default=None)
+    if best_member is not None:
+        ax.axhline(best_member, color="#40607f", linestyle="--", linewidth=1, label="best member")
+        ax.legend(loc="lower right", fontsize=8)
+    for bar, entry in zip(bars, entries):
+        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{entry.score:.3f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(entries)), [e.name for e in entries], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("Kaggle score")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

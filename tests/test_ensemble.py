@@ -1,0 +1,256 @@
+"""Ensembles: combining hand-made maps, test-time augmentation, choosing
+members from an experiment, and python -m ensemble.predict end to end."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from ensemble import predict
+from ensemble.combine import combine, quorum_for, rescaled
+from ensemble.members import MemberError, latest_experiment, read_experiment, top_checkpoints, trial_checkpoints
+from nucjax.data import load_dataset
+from nucjax.inference import predict_image
+from nucjax.inputs import InputConfig
+from nucjax.submission import decode_submission, read_submission
+
+# Three members' masks on a 1 x 4 strip: pixel 0 is claimed by all three,
+# pixel 1 by two, pixel 2 by one, pixel 3 by none.
+MASKS = [np.array([[1, 1, 1, 0]]), np.array([[1, 1, 0, 0]]), np.array([[1, 0, 0, 0]])]
+
+
+def maps_of(masks, body_on=0.9, body_off=0.1):
+    return [np.where(m, body_on, body_off).astype(np.float32)[..., None] for m in masks]
+
+
+def foreground(combined, threshold=0.5):
+    return (combined[..., 0] > threshold).astype(int)
+
+
+def test_intersect_keeps_what_every_member_claims():
+    combined = combine(maps_of(MASKS), [0.5] * 3, "intersect")
+    assert foreground(combined).tolist() == [[1, 0, 0, 0]]
+
+
+def test_vote_keeps_what_a_majority_claims():
+    assert foreground(combine(maps_of(MASKS), [0.5] * 3, "vote")).tolist() == [[1, 1, 0, 0]]
+
+
+def test_mean_averages_the_maps():
+    combined = combine(maps_of(MASKS), [0.5] * 3, "mean")
+    np.testing.assert_allclose(combined[0, :, 0], [0.9, (0.9 * 2 + 0.1) / 3, (0.9 + 0.1 * 2) / 3, 0.1], rtol=1e-6)
+    assert foreground(combined).tolist() == [[1, 1, 0, 0]]
+
+
+@pytest.mark.parametrize("quorum, expected", [(1, [1, 1, 1, 0]), (2, [1, 1, 0, 0]), (3, [1, 0, 0, 0])])
+def test_quorum_is_how_many_members_must_agree(quorum, expected):
+    assert foreground(combine(maps_of(MASKS), [0.5] * 3, "intersect", quorum)).tolist() == [expected]
+
+
+def test_a_quorum_outside_the_members_is_refused():
+    with pytest.raises(ValueError, match="quorum"):
+        quorum_for("intersect", 3, 4)
+    assert quorum_for("vote", 4) == 3 and quorum_for("vote", 3) == 2
+
+
+def test_each_member_is_thresholded_at_its_own_calibrated_threshold():
+    # Member A is confident (threshold 0.6), member B timid (threshold 0.2):
+    # 0.3 is foreground for B only, 0.7 for both.
+    a = np.array([[0.7, 0.3]], np.float32)[..., None]
+    b = np.array([[0.7, 0.3]], np.float32)[..., None]
+    combined = combine([a, b], [0.6, 0.2], "intersect")
+    assert foreground(combined).tolist() == [[1, 0]]
+    assert foreground(combine([a, b], [0.6, 0.2], "intersect", 1)).tolist() == [[1, 1]]
+
+
+def test_rescaling_moves_the_threshold_to_one_half_and_keeps_the_order():
+    body = np.linspace(0, 1, 11, dtype=np.float32)[None, :, None]
+    moved = rescaled(body, 0.3)[0, :, 0]
+    assert moved[3] == pytest.approx(0.5) and moved[0] == 0 and moved[-1] == pytest.approx(1)
+    assert np.all(np.diff(moved) > 0)
+
+
+def test_the_border_channel_is_combined_on_the_interior():
+    # Interior (1 - border) must hold for every member under intersect.
+    a = np.stack([np.full((1, 2), 0.9), np.array([[0.1, 0.8]])], -1).astype(np.float32)
+    b = np.stack([np.full((1, 2), 0.9), np.array([[0.2, 0.1]])], -1).astype(np.float32)
+    combined = combine([a, b], [0.5, 0.5], "intersect")
+    np.testing.assert_allclose(combined[0, :, 1], [0.2, 0.8])
+    # A body-only member drops the border channel.
+    assert combine([a, b[..., :1]], [0.5, 0.5], "mean").shape == (1, 2, 1)
+
+
+def test_tta_of_a_model_that_commutes_with_the_symmetries_is_the_plain_map():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 56, 1), dtype=np.uint8)  # not square: rotations change the shape
+
+    def pointwise(x):
+        return 1 / (1 + np.exp(-(x * 3 - 1)))
+
+    config = InputConfig(size=32, mode="crop")
+    plain = predict_image(pointwise, image, config, multiple=4)
+    averaged = predict_image(pointwise, image, config, multiple=4, tta=True)
+    np.testing.assert_allclose(averaged, plain, atol=1e-6)
+
+    def left_heavy(x):  # not symmetric: TTA must change it
+        ramp = np.linspace(1, 0, x.shape[2], dtype=np.float32)[None, None, :, None]
+        return np.broadcast_to(ramp, x.shape).copy()
+
+    assert not np.allclose(predict_image(left_heavy, image, config, 4, tta=True),
+                           predict_image(left_heavy, image, config, 4))
+
+
+def hand_made_member(name, score):
+    from ensemble.predictions import Member
+    from nucjax.config import ExperimentConfig
+    from nucjax.postprocess import PostprocessConfig
+
+    config = ExperimentConfig(postprocess=PostprocessConfig(method="cc", threshold=0.5, min_size=1))
+    return Member(name, None, config, score, forward=None)
+
+
+def test_greedy_selection_keeps_a_member_only_when_it_helps():
+    from ensemble.predictions import greedy_selection
+
+    truth = np.zeros((12, 12), np.int32)
+    truth[1:5, 1:5], truth[7:11, 7:11] = 1, 2
+    first, second = truth == 1, truth == 2
+
+    def body(on_first, on_second):
+        return np.where(first, on_first, np.where(second, on_second, 0.05)).astype(np.float32)[..., None]
+
+    a = body(0.95, 0.3)  # the best alone: finds the first nucleus only
+    b = body(0.3, 0.9)  # finds the second: their mean finds both
+    same_as_a = a.copy()  # adds nothing
+    members = [hand_made_member("a", 0.6), hand_made_member("b", 0.4), hand_made_member("copy", 0.5)]
+    chosen, config, score, log = greedy_selection([[a, b, same_as_a]], [truth], members, "mean", None, members[0].config.postprocess)
+    assert chosen == [0, 1] and score == 1.0
+    assert [line.split(":")[0] for line in log] == ["a", "copy", "b"]
+    assert "left out" in log[1] and "kept" in log[2]
+
+
+def fake_experiment(folder, trials):
+    """An experiment folder as search.run writes it: trials is {name: (score, [checkpoint names])}."""
+    folder.mkdir(parents=True)
+    (folder / "experiment.json").write_text(json.dumps({
+        "space": "extended", "data": str(folder / "data"), "synthetic": False,
+        "split": {"val_fraction": 0.2, "test_fraction": 0.1, "seed": 3}, "test_ids": ["a", "b"],
+    }))
+    rows = []
+    for trial, (score, checkpoints) in trials.items():
+        for name in checkpoints:
+            (folder / trial / name).mkdir(parents=True)
+            (folder / trial / name / "checkpoint.json").write_text("{}")
+        # Recorded where the search ran, which may not be here any more.
+        rows.append({"rank": 0, "trial": trial, "score": score, "checkpoint": f"/elsewhere/{trial}/{checkpoints[-1]}"})
+    rows.append({"rank": 0, "trial": "trial_failed", "score": "nan", "checkpoint": ""})
+    with open(folder / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["rank", "trial", "score", "checkpoint"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder
+
+
+def test_top_k_takes_the_checkpoints_of_the_best_trials_in_this_folder(tmp_path):
+    folder = fake_experiment(tmp_path / "exp", {
+        "trial_a": (0.4, ["checkpoint_000001"]),
+        "trial_b": (0.6, ["checkpoint_000000", "checkpoint_000002"]),
+        "trial_c": (0.5, ["checkpoint_000003"]),
+    })
+    experiment = read_experiment(folder)
+    assert experiment.val_fraction == 0.2 and experiment.seed == 3 and experiment.test_ids == ("a", "b")
+    trial_b = [folder / "trial_b" / "checkpoint_000000", folder / "trial_b" / "checkpoint_000002"]
+    assert top_checkpoints(experiment, 1) == trial_b
+    assert top_checkpoints(experiment, 2) == trial_b + [folder / "trial_c" / "checkpoint_000003"]
+    assert len(top_checkpoints(experiment, 10)) == 4  # the failed trial has no checkpoint
+    assert trial_checkpoints(experiment, "trial_b") == [folder / "trial_b" / "checkpoint_000000", folder / "trial_b" / "checkpoint_000002"]
+    with pytest.raises(MemberError, match="no trial 'trial_x'"):
+        trial_checkpoints(experiment, "trial_x")
+
+
+def test_the_latest_experiment_is_found_and_its_absence_explained(tmp_path):
+    import os
+
+    with pytest.raises(MemberError, match="no search experiment"):
+        latest_experiment(tmp_path / "runs")
+    old = fake_experiment(tmp_path / "runs" / "old", {"t": (0.1, ["checkpoint_000000"])})
+    new = fake_experiment(tmp_path / "runs" / "new", {"t": (0.1, ["checkpoint_000000"])})
+    os.utime(old / "experiment.json", (1, 1))
+    assert latest_experiment(tmp_path / "runs") == new
+
+
+@pytest.fixture(scope="module")
+def resize_checkpoint(tmp_path_factory):
+    """An (untrained) member of another input size and mode than tiny_run's 32 px crops."""
+    from conftest import tiny_experiment
+    from nucjax.models.unet import build_model
+    from nucjax.train.checkpoints import save_checkpoint
+
+    config = tiny_experiment(inputs={"size": 64, "mode": "resize"})
+    folder = tmp_path_factory.mktemp("resize") / "checkpoint"
+    save_checkpoint(folder, build_model(config.model), None, config, epoch=1, step=1, metrics={"score": 0.1})
+    return folder
+
+
+def test_members_of_different_sizes_combine_into_a_complete_submission(tiny_run, tiny_root, resize_checkpoint, tmp_path, capsys):
+    out = tmp_path / "sub.csv"
+    checkpoints = [tiny_run / "checkpoints" / "epoch_0001", tiny_run / "checkpoints" / "epoch_0002", resize_checkpoint]
+    predict.main(["--checkpoints", *map(str, checkpoints), "--data", str(tiny_root), "--out", str(out),
+                  "--combine", "intersect", "--quorum", "2", "--select", "all", "--compare", "--tta",
+                  "--labels", str(tmp_path / "labels"), "--overlays", str(tmp_path / "overlays")])
+    printed = capsys.readouterr().out
+    dataset = load_dataset(tiny_root)
+    decoded = decode_submission(out, {s.image_id: s.labels.shape for s in dataset.samples})  # refuses overlaps
+    assert set(decoded) == set(dataset.image_ids)
+    import cv2
+
+    for sample in dataset.samples:
+        label_png = cv2.imread(str(tmp_path / "labels" / f"{sample.image_id}.png"), cv2.IMREAD_UNCHANGED)
+        assert label_png.dtype == np.uint16 and label_png.shape == sample.labels.shape
+        np.testing.assert_array_equal(label_png > 0, decoded[sample.image_id] > 0)
+    assert len(list((tmp_path / "overlays").iterdir())) == len(dataset.samples)
+    with open(tmp_path / "sub_compare.csv") as handle:
+        entries = list(csv.DictReader(handle))
+    assert sorted(e["kind"] for e in entries) == ["combination"] * 3 + ["member"] * 3
+    assert all(0 <= float(e["score"]) <= 1 for e in entries)
+    assert (tmp_path / "sub_compare.png").stat().st_size > 1000
+    assert printed.strip().splitlines()[-1].startswith("Kaggle score: ")
+
+
+def test_an_unreadable_image_gets_an_empty_row_and_the_others_are_predicted(tiny_run, tiny_samples, tmp_path, capsys):
+    import cv2
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for s in tiny_samples[:2]:
+        cv2.imwrite(str(data / f"{s.image_id}.png"), s.image[..., ::-1])
+    (data / "broken.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "sub.csv"
+    predict.main(["--checkpoints", str(tiny_run), "--data", str(data), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "no labelled validation images" in err
+    rows = read_submission(out)
+    assert set(rows) == {s.image_id for s in tiny_samples[:2]} | {"broken"}
+    assert [r[1] for r in rows["broken"]] == [""]
+
+
+def test_a_checkpoint_of_another_format_is_named(tiny_run, tiny_root, tmp_path, capsys):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_run / "checkpoints" / "epoch_0002", bad)
+    record = json.loads((bad / "checkpoint.json").read_text())
+    (bad / "checkpoint.json").write_text(json.dumps({**record, "format": 99}))
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(["--checkpoints", str(tiny_run), str(bad), "--data", str(tiny_root), "--out", str(tmp_path / "s.csv")])
+    assert exit_info.value.code == 2
+    assert str(bad) in capsys.readouterr().err
+
+
+def test_no_experiment_to_default_to_is_explained(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main([])
+    assert exit_info.value.code == 2
+    assert "no search experiment" in capsys.readouterr().err
