@@ -31,6 +31,7 @@ class Experiment:
     test_fraction: float
     seed: int
     test_ids: tuple[str, ...]
+    val_ids: tuple[str, ...] | None  # None in experiments made before they were recorded
     results: tuple[dict, ...]  # results.csv rows, best first
 
     def trial_folder(self, trial: str) -> Path:
@@ -57,7 +58,8 @@ def read_experiment(folder: Path) -> Experiment:
         experiment = Experiment(
             folder=folder, data=Path(record["data"]), synthetic=bool(record.get("synthetic", False)),
             val_fraction=float(split.get("val_fraction", 0.15)), test_fraction=float(split.get("test_fraction", 0.0)),
-            seed=int(split.get("seed", 0)), test_ids=tuple(record.get("test_ids", ())), results=(),
+            seed=int(split.get("seed", 0)), test_ids=tuple(record.get("test_ids", ())),
+            val_ids=tuple(record["val_ids"]) if "val_ids" in record else None, results=(),
         )
     except (ValueError, KeyError, TypeError) as err:
         raise MemberError(f"{path}: unreadable ({err})") from None

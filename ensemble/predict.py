@@ -156,8 +156,8 @@ def calibrated_combinations(args, candidates, calibration) -> dict:
     """{(method, member indices): calibrated post-processing}, the one to submit first.
 
     --select greedy chooses the members for --combine; --compare adds the
-    other combinations of the same members, and --combine of every
-    candidate when the selection left some out.
+    other combinations of the same members, and every combination of all
+    the candidates when the selection left some out.
     """
     import numpy as np
 
@@ -186,9 +186,8 @@ def calibrated_combinations(args, candidates, calibration) -> dict:
         chosen = everyone
     wanted = [(args.combine, chosen)]
     if args.compare:
-        wanted += [(method, chosen) for method in COMBINATIONS if method != args.combine]
-        if chosen != everyone:
-            wanted.append((args.combine, everyone))
+        groups = [chosen] + ([everyone] if chosen != everyone else [])
+        wanted += [(method, group) for group in groups for method in COMBINATIONS if (method, group) not in wanted]
     for method, group in wanted:
         if (method, group) in combinations:
             continue
@@ -215,9 +214,10 @@ def predict_all(args, experiment, members, plans) -> tuple[list, dict]:
     from nucjax.metrics import image_score
     from nucjax.pictures import contour_overlay, write_overlay
     from nucjax.postprocess import instances
+    from nucjax.score import read_truth
 
     sources = prediction_sources(args, experiment)
-    truth_by_id = read_solution(args.solution) if args.solution else {}
+    truth_by_id = read_truth(args.solution) if args.solution else {}
     progress = Progress("predicting", len(sources), len(members))
     predictions, scores = [], {}
     started, forward_seconds = time.perf_counter(), 0.0
@@ -318,24 +318,20 @@ def calibration_samples(args, experiment, members) -> list:
     """Labelled validation samples: the experiment's validation split, else
     the validation split of --calibration or --data (by the first member's
     training split) when that folder is labelled."""
-    import json
-
     from nucjax.cli import report_skipped
     from nucjax.data import image_kind, load_dataset, stratified_split
 
     if experiment is not None and args.calibration is None:
         root = experiment_data(experiment)
-        record = json.loads((experiment.folder / "experiment.json").read_text())
-        val_ids = record.get("val_ids")
-        if val_ids is None:  # an experiment from before val_ids were recorded: split again
-            dataset = load_dataset(root, labelled=True)
-            samples = dataset.samples
-            split = stratified_split([s.image_id for s in samples], [image_kind(s.image) for s in samples],
-                                     experiment.val_fraction, experiment.test_fraction, seed=experiment.seed)
-            return [s for s in samples if s.image_id in set(split.val)]
-        dataset = load_dataset(root, labelled=True, ids=val_ids)
-        report_skipped(dataset)
-        return list(dataset.samples)
+        if experiment.val_ids is not None:
+            dataset = load_dataset(root, labelled=True, ids=experiment.val_ids)
+            report_skipped(dataset)
+            return list(dataset.samples)
+        # An experiment from before validation ids were recorded: split again as search did.
+        samples = load_dataset(root, labelled=True).samples
+        split = stratified_split([s.image_id for s in samples], [image_kind(s.image) for s in samples],
+                                 experiment.val_fraction, experiment.test_fraction, seed=experiment.seed)
+        return [s for s in samples if s.image_id in set(split.val)]
     root = args.calibration or args.data
     if root is None:
         return []
@@ -369,12 +365,6 @@ def prediction_sources(args, experiment) -> list:
     for entry in skipped:
         print(f"warning: {entry}", file=sys.stderr)
     return sources
-
-
-def read_solution(path: Path) -> dict:
-    from nucjax.score import read_truth
-
-    return read_truth(path)
 
 
 def write_label_png(path: Path, labels) -> None:

@@ -52,6 +52,8 @@ def write_plot(entries: list[Entry], path: Path, title: str) -> None:
     for bar, entry in zip(bars, entries):
         ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{entry.score:.3f}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(entries)), [e.name for e in entries], rotation=30, ha="right", fontsize=8)
+    low = min(e.score for e in entries)
+    ax.set_ylim(max(0.0, low - 0.05), min(1.0, max(e.score for e in entries) + 0.03))  # the differences are small
     ax.set_ylabel("Kaggle score")
     ax.set_title(title)
     fig.tight_layout()

@@ -2,6 +2,7 @@
 members from an experiment, and python -m ensemble.predict end to end."""
 
 import csv
+import re
 import json
 
 import numpy as np
@@ -254,3 +255,36 @@ def test_no_experiment_to_default_to_is_explained(tmp_path, monkeypatch, capsys)
         predict.main([])
     assert exit_info.value.code == 2
     assert "no search experiment" in capsys.readouterr().err
+
+
+def test_a_solution_scores_a_folder_of_plain_images(tiny_run, tiny_root, tiny_samples, tmp_path, capsys):
+    import cv2
+
+    data = tmp_path / "plain"
+    data.mkdir()
+    for s in tiny_samples:
+        cv2.imwrite(str(data / f"{s.image_id}.png"), s.image[..., ::-1])
+    out = tmp_path / "sub.csv"
+    predict.main(["--checkpoints", str(tiny_run), "--data", str(data), "--solution", str(tiny_root), "--out", str(out)])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r"Kaggle score: \d\.\d{4}", last)
+    from nucjax.score import main as score_main
+
+    score_main([str(out), str(tiny_root)])  # the submission scores the same with the scoring command
+    assert float(capsys.readouterr().out.strip().splitlines()[-1]) == pytest.approx(float(last.split(": ")[1]), abs=6e-5)
+
+
+def test_compare_shows_the_greedy_choice_beside_every_candidate(tiny_run, tiny_root, resize_checkpoint, tmp_path, capsys):
+    out = tmp_path / "sub.csv"
+    checkpoints = [tiny_run / "checkpoints" / "epoch_0001", tiny_run / "checkpoints" / "epoch_0002", resize_checkpoint]
+    predict.main(["--checkpoints", *map(str, checkpoints), "--data", str(tiny_root), "--out", str(out), "--compare"])
+    err = capsys.readouterr().err
+    kept = re.search(r"(\d) members?, mean", err)
+    assert "greedy selection on validation" in err and kept
+    with open(tmp_path / "sub_compare.csv") as handle:
+        names = sorted(e["name"] for e in csv.DictReader(handle) if e["kind"] == "combination")
+    chosen = int(kept.group(1))
+    expected = [f"{m} of {chosen}" + (" (all)" if chosen == 3 else "") for m in ("intersect", "mean", "vote")]
+    if chosen < 3:
+        expected += [f"{m} of 3 (all)" for m in ("intersect", "mean", "vote")]
+    assert names == sorted(expected)
