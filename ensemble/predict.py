@@ -111,7 +111,7 @@ def run(args) -> None:
     if args.experiment or not args.checkpoints:
         experiment = read_experiment(args.experiment or latest_experiment(Path("runs")))
     candidates = [load_member(p) for p in choose_members(args, experiment)]
-    print(f"{len(candidates)} candidate member{'s' * (len(candidates) > 1)}: "
+    print(f"{counted(len(candidates), 'candidate member')}: "
           + ", ".join(f"{m.name} ({m.score:.4f})" for m in candidates), file=sys.stderr)
 
     # Choose members and calibrate each combination on labelled validation maps.
@@ -126,7 +126,7 @@ def run(args) -> None:
         combinations = {(method, everyone): base for method in methods}
     (_, chosen), _ = next(iter(combinations.items()))  # the submission's
     members = [candidates[i] for i in chosen]
-    print(f"{len(members)} member{'s' * (len(members) > 1)}, {args.combine}{' with TTA' if args.tta else ''}: "
+    print(f"{counted(len(members), 'member')}, {args.combine}{' with TTA' if args.tta else ''}: "
           + ", ".join(m.name for m in members), file=sys.stderr)
 
     # With --compare every candidate predicts; otherwise the chosen members only.
@@ -136,7 +136,7 @@ def run(args) -> None:
              for (method, group), config in combinations.items()}
     predictions, scores = predict_all(args, experiment, predicting, plans)
     rows = write_submission(args.out, predictions)
-    print(f"wrote {args.out}: {len(predictions)} images, {rows} rows ({args.combine} of {len(members)} members"
+    print(f"wrote {args.out}: {len(predictions)} images, {rows} rows ({args.combine} of {counted(len(members), 'member')}"
           f"{', TTA' if args.tta else ''})")
     main_plan = next(iter(plans))
     scored = len(scores.get(main_plan, []))
@@ -146,6 +146,10 @@ def run(args) -> None:
         missing = len(predictions) - scored
         note = f" ({missing} images without truth left out)" if missing else ""
         print(f"Kaggle score: {float(np.mean(scores[main_plan])):.4f}{note}")
+
+
+def counted(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def name_of(method: str, group: tuple, candidates: int) -> str:
@@ -257,7 +261,7 @@ def predict_all(args, experiment, members, plans) -> tuple[list, dict]:
             write_overlay(args.overlays / f"{sample.image_id}.png", contour_overlay(sample.image, labels))
     progress.done()
     per = max(len(sources), 1) * max(len(members), 1)
-    print(f"predicted {len(sources)} images with {len(members)} member{'s' * (len(members) > 1)} in {time.perf_counter() - started:.0f} s: "
+    print(f"predicted {len(sources)} images with {counted(len(members), 'member')} in {time.perf_counter() - started:.0f} s: "
           f"{forward_seconds / per:.2f} s per image per member in the models", file=sys.stderr)
     return predictions, scores
 
