@@ -104,6 +104,7 @@ def run(args) -> None:
 
     from ensemble.combine import COMBINATIONS
     from ensemble.members import latest_experiment, read_experiment
+    from ensemble.images import calibration_samples
     from ensemble.predictions import base_postprocess, load_member
     from nucjax.submission import write_submission
 
@@ -115,7 +116,12 @@ def run(args) -> None:
           + ", ".join(f"{m.name} ({m.score:.4f})" for m in candidates), file=sys.stderr)
 
     # Choose members and calibrate each combination on labelled validation maps.
-    calibration = [] if args.no_calibrate else calibration_samples(args, experiment, candidates)
+    calibration = []
+    if not args.no_calibrate:
+        folder = args.calibration or (args.data if experiment is None else None)
+        calibration, skipped = calibration_samples(candidates, experiment, folder)
+        for entry in skipped:
+            print(f"warning: {entry}", file=sys.stderr)
     if calibration:
         combinations = calibrated_combinations(args, candidates, calibration)
     else:
@@ -212,6 +218,7 @@ def predict_all(args, experiment, members, plans) -> tuple[list, dict]:
     import numpy as np
 
     from ensemble.combine import combine
+    from ensemble.images import prediction_sources
     from ensemble.predictions import member_maps
     from nucjax.data import DataError
     from nucjax.data.kaggle import load_sample
@@ -220,7 +227,13 @@ def predict_all(args, experiment, members, plans) -> tuple[list, dict]:
     from nucjax.postprocess import instances
     from nucjax.score import read_truth
 
-    sources = prediction_sources(args, experiment)
+    sources, skipped = prediction_sources(args.data, experiment)
+    if args.strict and skipped:
+        raise DataError(f"{skipped[0]} (strict mode: fix or remove it)")
+    for entry in skipped:
+        print(f"warning: {entry}", file=sys.stderr)
+    if args.data is None:
+        print(f"predicting the {len(sources)} test images the search held back", file=sys.stderr)
     truth_by_id = read_truth(args.solution) if args.solution else {}
     progress = Progress("predicting", len(sources), len(members))
     predictions, scores = [], {}
@@ -302,73 +315,6 @@ def choose_members(args, experiment) -> list[Path]:
             trial = experiment.results[0]["trial"]
         return trial_checkpoints(experiment, trial)
     return top_checkpoints(experiment, args.top_k)
-
-
-def experiment_data(experiment) -> Path:
-    """The folder the experiment searched on; the synthetic set is made again if it has gone."""
-    from ensemble.members import MemberError
-
-    if experiment.data.is_dir():
-        return experiment.data
-    if experiment.synthetic:
-        from nucjax.cli import synthetic_root
-        from search.experiment import SMOKE_DATA
-
-        return synthetic_root(SMOKE_DATA)
-    raise MemberError(f"{experiment.folder}: its data folder {experiment.data} is gone; pass --data (and --calibration)")
-
-
-def calibration_samples(args, experiment, members) -> list:
-    """Labelled validation samples: the experiment's validation split, else
-    the validation split of --calibration or --data (by the first member's
-    training split) when that folder is labelled."""
-    from nucjax.cli import report_skipped
-    from nucjax.data import image_kind, load_dataset, stratified_split
-
-    if experiment is not None and args.calibration is None:
-        root = experiment_data(experiment)
-        if experiment.val_ids is not None:
-            dataset = load_dataset(root, labelled=True, ids=experiment.val_ids)
-            report_skipped(dataset)
-            return list(dataset.samples)
-        # An experiment from before validation ids were recorded: split again as search did.
-        samples = load_dataset(root, labelled=True).samples
-        split = stratified_split([s.image_id for s in samples], [image_kind(s.image) for s in samples],
-                                 experiment.val_fraction, experiment.test_fraction, seed=experiment.seed)
-        return [s for s in samples if s.image_id in set(split.val)]
-    root = args.calibration or args.data
-    if root is None:
-        return []
-    dataset = load_dataset(root, labelled=None)
-    samples = [s for s in dataset.samples if s.labels is not None]
-    if not samples:
-        return []
-    train = members[0].config.train
-    split = stratified_split([s.image_id for s in samples], [image_kind(s.image) for s in samples],
-                             train.val_fraction, seed=train.seed)
-    return [s for s in samples if s.image_id in set(split.val)]
-
-
-def prediction_sources(args, experiment) -> list:
-    """The images to predict: every image of --data, else the experiment's held-back test images."""
-    from ensemble.members import MemberError
-    from nucjax.data import find_samples
-
-    if args.data is not None:
-        sources, skipped = find_samples(args.data)
-    else:
-        if not experiment.test_ids:
-            raise MemberError(f"{experiment.folder}: the search held back no test images (--test-fraction 0); pass --data")
-        root = experiment_data(experiment)
-        sources, skipped = find_samples(root)
-        wanted = set(experiment.test_ids)
-        sources = [s for s in sources if s.image_id in wanted]
-        print(f"predicting the {len(sources)} test images held back from {root}", file=sys.stderr)
-    if args.strict and skipped:
-        raise MemberError(f"{skipped[0]} (strict mode: fix or remove it)")
-    for entry in skipped:
-        print(f"warning: {entry}", file=sys.stderr)
-    return sources
 
 
 def write_label_png(path: Path, labels) -> None:

@@ -288,3 +288,23 @@ def test_compare_shows_the_greedy_choice_beside_every_candidate(tiny_run, tiny_r
     if chosen < 3:
         expected += [f"{m} of 3 (all)" for m in ("intersect", "mean", "vote")]
     assert names == sorted(expected)
+
+
+def test_calibration_uses_the_experiments_validation_split_recorded_or_recomputed(tiny_root, tmp_path):
+    from ensemble.images import calibration_samples, prediction_sources
+    from nucjax.data import image_kind, stratified_split
+
+    samples = load_dataset(tiny_root).samples
+    split = stratified_split([s.image_id for s in samples], [image_kind(s.image) for s in samples], 0.3, 0.2, seed=1)
+    assert split.val and split.test
+    record = {"space": "extended", "data": str(tiny_root), "synthetic": False, "test_ids": list(split.test),
+              "split": {"val_fraction": 0.3, "test_fraction": 0.2, "seed": 1}}
+    for name, extra in (("recorded", {"val_ids": list(split.val)}), ("recomputed", {})):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "experiment.json").write_text(json.dumps({**record, **extra}))
+        experiment = read_experiment(folder)
+        chosen, _ = calibration_samples([], experiment)
+        assert sorted(s.image_id for s in chosen) == sorted(split.val) and all(s.labels is not None for s in chosen)
+        sources, _ = prediction_sources(None, experiment)
+        assert sorted(s.image_id for s in sources) == sorted(split.test)
