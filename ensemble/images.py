@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ensemble.members import Experiment, MemberError
-from nucjax.data import Skipped, find_samples, image_kind, load_dataset, stratified_split
+from nucjax.data import Skipped, find_samples, load_dataset, split_samples
 from nucjax.data.kaggle import Sample, SampleSource
 
 
@@ -33,9 +33,7 @@ def calibration_samples(members, experiment: Experiment | None = None, folder: P
         if not samples:
             return [], list(dataset.skipped)
         train = members[0].config.train
-        split = stratified_split([s.image_id for s in samples], [image_kind(s.image) for s in samples],
-                                 train.val_fraction, seed=train.seed)
-        return [s for s in samples if s.image_id in set(split.val)], list(dataset.skipped)
+        return split_samples(samples, train.val_fraction, seed=train.seed)[1], list(dataset.skipped)
     if experiment is None:
         return [], []
     root = experiment_data(experiment)
@@ -44,10 +42,8 @@ def calibration_samples(members, experiment: Experiment | None = None, folder: P
         return list(dataset.samples), list(dataset.skipped)
     # An experiment from before validation ids were recorded: split again as search did.
     dataset = load_dataset(root, labelled=True)
-    samples = dataset.samples
-    split = stratified_split([s.image_id for s in samples], [image_kind(s.image) for s in samples],
-                             experiment.val_fraction, experiment.test_fraction, seed=experiment.seed)
-    return [s for s in samples if s.image_id in set(split.val)], list(dataset.skipped)
+    val = split_samples(dataset.samples, experiment.val_fraction, experiment.test_fraction, experiment.seed)[1]
+    return val, list(dataset.skipped)
 
 
 def prediction_sources(data: Path | None, experiment: Experiment | None) -> tuple[list[SampleSource], list[Skipped]]:

@@ -32,7 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from nucjax.data import image_kind, stratified_split
+    from nucjax.data import split_samples
     from nucjax.metrics import full_mask_score, image_score
     from nucjax.models.threshold import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD, sweep_thresholds, threshold_labels
     from nucjax.submission import write_submission
@@ -40,12 +40,11 @@ def main(argv=None) -> None:
     dataset = load_data(args.data, args.strict)
     samples = dataset.samples
     labelled = [s for s in samples if s.labels is not None]
-    split = stratified_split([s.image_id for s in labelled], [image_kind(s.image) for s in labelled], args.val_fraction, seed=args.seed)
+    train, val, _ = split_samples(labelled, args.val_fraction, seed=args.seed)
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     min_size = DEFAULT_MIN_SIZE if args.min_size is None else args.min_size
 
     if args.sweep:
-        train = [s for s in labelled if s.image_id in set(split.train)]
         if not train:
             fail("--sweep needs labelled images (Kaggle layout with masks/)")
         print(f"sweeping thresholds on {len(train)} training images ...", file=sys.stderr)
@@ -59,7 +58,6 @@ def main(argv=None) -> None:
     print(f"wrote {args.out}: {len(samples)} images, {rows} rows, threshold {threshold:g}, min size {min_size}")
 
     by_id = dict(predictions)
-    val = [s for s in labelled if s.image_id in set(split.val)]
     if val:
         kaggle = sum(image_score(s.labels, by_id[s.image_id]).score for s in val) / len(val)
         full = sum(full_mask_score(s.labels, by_id[s.image_id]) for s in val) / len(val)

@@ -39,7 +39,7 @@ def main(argv=None) -> None:
     import numpy as np
 
     from nucjax.cli import data_root
-    from nucjax.data import DataError, find_samples, image_kind, stratified_split
+    from nucjax.data import DataError, find_samples, split_samples
     from nucjax.data.kaggle import load_sample
     from nucjax.inference import Predictor, predict_image
     from nucjax.inputs import model_inputs
@@ -73,9 +73,9 @@ def main(argv=None) -> None:
             loaded.append((source.image_id, None))
     if args.split != "all":
         readable = [s for _, s in loaded if s is not None]
-        split = stratified_split([s.image_id for s in readable], [image_kind(s.image) for s in readable],
-                                 config.train.val_fraction, seed=config.train.seed)
-        loaded = [(i, s) for i, s in loaded if s is not None and i in set(getattr(split, args.split))]
+        train, val, _ = split_samples(readable, config.train.val_fraction, seed=config.train.seed)
+        chosen = {s.image_id for s in (train if args.split == "train" else val)}
+        loaded = [(i, s) for i, s in loaded if i in chosen]
 
     predictions, scores = [], []
     for n, (image_id, sample) in enumerate(loaded, start=1):

@@ -21,14 +21,12 @@ PARAM_KEYS = ("model", "size", "mode", "base_filters", "depth", "learning_rate",
 def load_split(args, smoke: bool):
     """(data root, train, val, test samples), split by image kind."""
     from nucjax.cli import load_data, synthetic_root
-    from nucjax.data import image_kind, stratified_split
+    from nucjax.data import split_samples
 
     root = synthetic_root(SMOKE_DATA) if smoke else args.data
     dataset = load_data(root, args.strict, labelled=True)
     samples = dataset.samples
-    split = stratified_split([s.image_id for s in samples], [image_kind(s.image) for s in samples],
-                             args.val_fraction, args.test_fraction, seed=args.seed)
-    parts = [[s for s in samples if s.image_id in set(ids)] for ids in (split.train, split.val, split.test)]
+    parts = split_samples(samples, args.val_fraction, args.test_fraction, seed=args.seed)
     if not parts[0] or not parts[1]:
         from nucjax.cli import fail
 

@@ -239,6 +239,16 @@ def test_stratified_split_is_fixed_and_keeps_every_kind_in_validation():
     assert split.part_of(split.val[0]) == "val"
 
 
+def test_split_samples_returns_the_samples_of_each_part(tiny_samples):
+    from nucjax.data import split_samples
+
+    train, val, test = split_samples(tiny_samples, 0.3, 0.2, seed=5)
+    expected = stratified_split([s.image_id for s in tiny_samples], [image_kind(s.image) for s in tiny_samples], 0.3, 0.2, seed=5)
+    assert tuple(sorted(s.image_id for s in train)) == expected.train
+    assert tuple(sorted(s.image_id for s in val)) == expected.val and expected.val
+    assert tuple(sorted(s.image_id for s in test)) == expected.test and expected.test
+
+
 def test_split_rejects_bad_fractions():
     with pytest.raises(ValueError, match="fractions"):
         stratified_split(["a"], ["fluorescence"], val_fraction=0.7, test_fraction=0.4)

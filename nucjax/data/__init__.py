@@ -12,7 +12,7 @@ from nucjax.data.kaggle import (
     read_rle_csv,
     write_kaggle_sample,
 )
-from nucjax.data.split import KINDS, Split, image_kind, stratified_split
+from nucjax.data.split import KINDS, Split, image_kind, split_samples, stratified_split
 from nucjax.data.synthetic import SyntheticConfig, generate
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "load_dataset",
     "read_image",
     "read_rle_csv",
+    "split_samples",
     "stratified_split",
     "write_kaggle_sample",
 ]

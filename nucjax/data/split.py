@@ -74,3 +74,12 @@ def stratified_split(
         parts["val"] += members[n_test : n_test + n_val]
         parts["train"] += members[n_test + n_val :]
     return Split(*(tuple(sorted(parts[p])) for p in ("train", "val", "test")))
+
+
+def split_samples(samples, val_fraction: float = 0.15, test_fraction: float = 0.0, seed: int = 0) -> tuple[list, list, list]:
+    """(train, val, test) lists of samples (anything with .image_id and an
+    RGB .image), split by stratified_split over their image kinds."""
+    samples = list(samples)
+    split = stratified_split([s.image_id for s in samples], [image_kind(s.image) for s in samples],
+                             val_fraction, test_fraction, seed)
+    return tuple([s for s in samples if s.image_id in set(ids)] for ids in (split.train, split.val, split.test))

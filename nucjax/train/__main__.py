@@ -92,7 +92,7 @@ def main(argv=None) -> None:
         config = experiment_config(args)
     except ValueError as err:
         fail(f"bad configuration: {err}")
-    from nucjax.data import image_kind, stratified_split
+    from nucjax.data import split_samples
     from nucjax.postprocess import PostprocessConfig
     from nucjax.train.checkpoints import best_checkpoint, latest_checkpoint
     from nucjax.train.film import FILM_IMAGES, film_frame, write_film, write_frame
@@ -100,9 +100,7 @@ def main(argv=None) -> None:
 
     dataset = load_data(args.data, args.strict, labelled=True)
     samples = dataset.samples
-    split = stratified_split([s.image_id for s in samples], [image_kind(s.image) for s in samples], config.train.val_fraction, seed=config.train.seed)
-    train = [s for s in samples if s.image_id in set(split.train)]
-    val = [s for s in samples if s.image_id in set(split.val)]
+    train, val, _ = split_samples(samples, config.train.val_fraction, seed=config.train.seed)
     if not train or not val:
         fail(f"need at least one training and one validation image; got {len(train)} and {len(val)} from {len(samples)} images")
     resumed = latest_checkpoint(args.out)
