@@ -45,13 +45,22 @@ def cache_root() -> Path:
     return Path(os.environ.get("NUCJAX_CACHE", Path.home() / ".cache" / "nucjax"))
 
 
-def use_compilation_cache() -> None:
-    """Point JAX at the shared persistent compilation cache (unless the
-    environment already names one); call before JAX is imported. A second
-    run of a command then skips most of its compiling."""
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_root().absolute() / "jax"))
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+def compilation_cache_environment(cache_dir: Path | None = None) -> dict[str, str]:
+    """The environment that makes JAX keep every compiled program in
+    cache_dir (default: the shared one under cache_root()), however small
+    or quick to compile: a second run then skips most of its compiling."""
+    return {
+        "JAX_COMPILATION_CACHE_DIR": str(cache_dir or cache_root().absolute() / "jax"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+
+
+def use_compilation_cache(cache_dir: Path | None = None) -> None:
+    """Use that cache unless the environment already names one; call before
+    JAX is imported."""
+    for name, value in compilation_cache_environment(cache_dir).items():
+        os.environ.setdefault(name, value)
 
 
 def synthetic_root(config=None) -> Path:

@@ -40,10 +40,7 @@ def make_tuner(args, storage: str, smoke: bool, train, val, space: dict):
 
     from search.trainable import run_trial, trial_environment
 
-    from nucjax.cli import cache_root
-
-    # One compilation cache for every trial (per node on a cluster).
-    environment = trial_environment(args.cpus_per_trial, args.gpus_per_trial, str(cache_root().absolute() / "jax"))
+    environment = trial_environment(args.cpus_per_trial, args.gpus_per_trial)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, train=train, val=val, environment=environment),
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},

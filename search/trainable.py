@@ -54,14 +54,12 @@ def experiment_config(params: dict, device_bytes: int | None = None):
     )
 
 
-def trial_environment(cpus: float, gpus: float, cache_dir: str) -> dict:
-    """Environment variables a trial needs before JAX starts."""
-    env = {
-        "JAX_COMPILATION_CACHE_DIR": cache_dir,
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
-    }
+def trial_environment(cpus: float, gpus: float) -> dict:
+    """Environment variables a trial needs before JAX starts; the
+    compilation cache is the driver's (per node on a cluster)."""
+    from nucjax.cli import compilation_cache_environment
+
+    env = {**compilation_cache_environment(), "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
     if gpus:
         # Never the whole card: a trial with a fraction of a GPU gets that share of its memory.
         env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{min(gpus, 1.0) * 0.9:.3f}"

@@ -3,16 +3,14 @@ DSB2018 folder when ../shared has it."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-# One JAX compilation cache for every test process, set before JAX loads.
-_CACHE = Path(__file__).resolve().parents[1] / ".jax_cache"
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+from nucjax.cli import use_compilation_cache
 
-import pytest
+# One JAX compilation cache for every test process, set before JAX loads.
+use_compilation_cache(Path(__file__).resolve().parents[1] / ".jax_cache")
+
+import pytest  # noqa: E402
 
 from nucjax.data import SyntheticConfig, generate, write_kaggle_sample
 
