@@ -13,8 +13,6 @@ cold run filled). Calibration is off, so only prediction is timed.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import subprocess
 import sys
@@ -32,13 +30,13 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=3, help="the best checkpoints of the experiment's best trials")
     args = parser.parse_args()
 
-    record = json.loads((args.experiment / "experiment.json").read_text())
-    data = Path(record["data"])
-    ids = record.get("test_ids") or sorted(p.name for p in data.iterdir())
+    from ensemble.members import read_experiment
+
+    experiment = read_experiment(args.experiment)  # results ranked best first
+    data = experiment.data
+    ids = list(experiment.test_ids) or sorted(p.name for p in data.iterdir())
     ids = [i for i in ids if (data / i).is_dir()][: args.images]
-    with open(args.experiment / "results.csv") as handle:
-        rows = [r for r in csv.DictReader(handle) if r.get("checkpoint") and r["score"] not in ("", "nan")]
-    checkpoints = [r["checkpoint"] for r in sorted(rows, key=lambda r: -float(r["score"]))][: args.members]
+    checkpoints = [row["checkpoint"] for row in experiment.results if row.get("checkpoint")][: args.members]
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"

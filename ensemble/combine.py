@@ -47,6 +47,12 @@ def quorum_for(method: str, members: int, quorum: int | None = None) -> int:
     return members
 
 
+def group_quorum(quorum: int | None, members: int) -> int | None:
+    """The --quorum a group of members uses: a group smaller than the quorum
+    (while greedy selection grows one) needs all its members."""
+    return quorum if quorum is not None and quorum <= members else None
+
+
 def combine(member_maps: list[np.ndarray], thresholds: list[float], method: str, quorum: int | None = None) -> np.ndarray:
     """One (H, W, K) map from the members' (H, W, K_i) probabilities.
 

@@ -37,6 +37,10 @@ class Experiment:
     def trial_folder(self, trial: str) -> Path:
         return self.folder / trial
 
+    def kept_checkpoints(self, trial: str) -> list[Path]:
+        """The complete checkpoints a trial kept here, oldest first."""
+        return sorted(p.parent for p in self.trial_folder(trial).glob("checkpoint_*/checkpoint.json"))
+
 
 def latest_experiment(runs: Path) -> Path:
     """The most recently created experiment folder under runs/."""
@@ -52,24 +56,22 @@ def read_experiment(folder: Path) -> Experiment:
     path = folder / EXPERIMENT_FILE
     if not path.is_file():
         raise MemberError(f"{folder}: not a search experiment (no {EXPERIMENT_FILE})")
+    results = ()
+    if (folder / RESULTS_FILE).is_file():
+        with open(folder / RESULTS_FILE, newline="") as handle:
+            scored = [(_score(row), row) for row in csv.DictReader(handle)]
+        results = tuple(row for _, row in sorted((s for s in scored if s[0] == s[0]), key=lambda s: -s[0]))
     try:
         record = json.loads(path.read_text())
         split = record.get("split", {})
-        experiment = Experiment(
+        return Experiment(
             folder=folder, data=Path(record["data"]), synthetic=bool(record.get("synthetic", False)),
             val_fraction=float(split.get("val_fraction", 0.15)), test_fraction=float(split.get("test_fraction", 0.0)),
             seed=int(split.get("seed", 0)), test_ids=tuple(record.get("test_ids", ())),
-            val_ids=tuple(record["val_ids"]) if "val_ids" in record else None, results=(),
+            val_ids=tuple(record["val_ids"]) if "val_ids" in record else None, results=results,
         )
     except (ValueError, KeyError, TypeError) as err:
         raise MemberError(f"{path}: unreadable ({err})") from None
-    results_path = folder / RESULTS_FILE
-    if results_path.is_file():
-        with open(results_path, newline="") as handle:
-            rows = [r for r in csv.DictReader(handle) if _score(r) == _score(r)]
-        rows.sort(key=lambda r: -_score(r))
-        experiment = Experiment(**{**experiment.__dict__, "results": tuple(rows)})
-    return experiment
 
 
 def _score(row: dict) -> float:
@@ -85,7 +87,7 @@ def trial_checkpoints(experiment: Experiment, trial: str) -> list[Path]:
     if not folder.is_dir():
         known = ", ".join(r["trial"] for r in experiment.results[:5])
         raise MemberError(f"{experiment.folder}: no trial '{trial}'" + (f" (best trials: {known})" if known else ""))
-    found = sorted(p.parent for p in folder.glob("checkpoint_*/checkpoint.json"))
+    found = experiment.kept_checkpoints(trial)
     if not found:
         raise MemberError(f"{folder}: the trial kept no checkpoint")
     return found
@@ -105,10 +107,9 @@ def top_checkpoints(experiment: Experiment, k: int) -> list[Path]:
                           "did the search finish? resume it with python -m search.run --resume)")
     found, trials = [], 0
     for row in experiment.results:
-        kept = sorted(p.parent for p in experiment.trial_folder(row["trial"]).glob("checkpoint_*/checkpoint.json"))
-        if kept:
-            found += kept
-            trials += 1
+        kept = experiment.kept_checkpoints(row["trial"])
+        found += kept
+        trials += bool(kept)  # a failed trial kept none and does not count
         if trials == k:
             break
     if not found:

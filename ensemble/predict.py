@@ -68,6 +68,8 @@ def parse_args(argv=None):
         parser.error("--top-k must be at least 1")
     if args.quorum is not None and args.combine != "intersect" and not args.compare:
         parser.error("--quorum goes with --combine intersect")
+    if args.quorum is not None and args.quorum < 1:
+        parser.error("--quorum must be at least 1")
     return args
 
 
@@ -103,8 +105,8 @@ def run(args) -> None:
     import numpy as np
 
     from ensemble.combine import COMBINATIONS
-    from ensemble.members import latest_experiment, read_experiment
     from ensemble.images import calibration_samples
+    from ensemble.members import MemberError, latest_experiment, read_experiment
     from ensemble.predictions import base_postprocess, load_member
     from nucjax.submission import write_submission
 
@@ -112,6 +114,8 @@ def run(args) -> None:
     if args.experiment or not args.checkpoints:
         experiment = read_experiment(args.experiment or latest_experiment(Path("runs")))
     candidates = [load_member(p) for p in choose_members(args, experiment)]
+    if args.quorum is not None and args.quorum > len(candidates):
+        raise MemberError(f"--quorum {args.quorum} needs at least {args.quorum} members; there are {len(candidates)} candidates")
     print(f"{counted(len(candidates), 'candidate member')}: "
           + ", ".join(f"{m.name} ({m.score:.4f})" for m in candidates), file=sys.stderr)
 
@@ -137,8 +141,8 @@ def run(args) -> None:
 
     # With --compare every candidate predicts; otherwise the chosen members only.
     predicting = candidates if args.compare else members
-    index = {id(m): i for i, m in enumerate(predicting)}
-    plans = {name_of(method, group, len(candidates)): (method, [index[id(candidates[i])] for i in group], config)
+    position = {c: p for p, c in enumerate(range(len(candidates)) if args.compare else chosen)}
+    plans = {name_of(method, group, len(candidates)): (method, [position[i] for i in group], config)
              for (method, group), config in combinations.items()}
     predictions, scores = predict_all(args, experiment, predicting, plans)
     rows = write_submission(args.out, predictions)
@@ -171,17 +175,14 @@ def calibrated_combinations(args, candidates, calibration) -> dict:
     """
     import numpy as np
 
-    from ensemble.combine import COMBINATIONS
-    from ensemble.predictions import base_postprocess, calibrate_combination, greedy_selection, member_maps
+    from ensemble.combine import COMBINATIONS, group_quorum
+    from ensemble.predictions import base_postprocess, calibrate_combination, greedy_selection, members_maps
 
     progress = Progress("validation maps", len(calibration), len(candidates))
     maps = []
     for i, sample in enumerate(calibration, start=1):
-        per_member = []
-        for j, member in enumerate(candidates, start=1):
-            progress.show(i, j)
-            per_member.append(member_maps(member, sample.image, args.tta).astype(np.float16))
-        maps.append(per_member)
+        per_member = members_maps(candidates, sample.image, args.tta, lambda j: progress.show(i, j))
+        maps.append([m.astype(np.float16) for m in per_member])  # half the memory; calibration casts back
     progress.done()
     truths = [s.labels for s in calibration]
     everyone = tuple(range(len(candidates)))
@@ -202,9 +203,9 @@ def calibrated_combinations(args, candidates, calibration) -> dict:
         if (method, group) in combinations:
             continue
         group_maps = [[m[i] for i in group] for m in maps]
-        quorum = args.quorum if args.quorum is not None and args.quorum <= len(group) else None
         combinations[(method, group)], score = calibrate_combination(
-            group_maps, truths, [candidates[i] for i in group], method, quorum, base_postprocess([candidates[i] for i in group]))
+            group_maps, truths, [candidates[i] for i in group], method, group_quorum(args.quorum, len(group)),
+            base_postprocess([candidates[i] for i in group]))
         print(f"{name_of(method, group, len(candidates))}: validation {score:.4f} with {describe(combinations[(method, group)])}",
               file=sys.stderr)
     return combinations
@@ -217,11 +218,11 @@ def predict_all(args, experiment, members, plans) -> tuple[list, dict]:
     member name) where scores are per labelled image."""
     import numpy as np
 
-    from ensemble.combine import combine
+    from ensemble.combine import combine, group_quorum
     from ensemble.images import prediction_sources
-    from ensemble.predictions import member_maps
+    from ensemble.predictions import members_maps
     from nucjax.data import DataError
-    from nucjax.data.kaggle import load_sample
+    from nucjax.data.kaggle import load_sample, write_label_png
     from nucjax.metrics import image_score
     from nucjax.pictures import contour_overlay, write_overlay
     from nucjax.postprocess import instances
@@ -245,20 +246,15 @@ def predict_all(args, experiment, members, plans) -> tuple[list, dict]:
             print(f"\nwarning: {err}: written as an empty prediction", file=sys.stderr)
             predictions.append((source.image_id, np.zeros((1, 1), np.int32)))
             continue
-        per_member = []
-        for j, member in enumerate(members, start=1):
-            progress.show(i, j)
-            tick = time.perf_counter()
-            per_member.append(member_maps(member, sample.image, args.tta))
-            forward_seconds += time.perf_counter() - tick
+        tick = time.perf_counter()
+        per_member = members_maps(members, sample.image, args.tta, lambda j: progress.show(i, j))
+        forward_seconds += time.perf_counter() - tick
         outcomes = {}
         for name, (method, positions, config) in plans.items():
             group = [members[p] for p in positions]
-            quorum = args.quorum if args.quorum is not None and args.quorum <= len(group) else None
-            combined = combine([per_member[p] for p in positions], [m.threshold for m in group], method, quorum)
+            combined = combine([per_member[p] for p in positions], [m.threshold for m in group], method,
+                               group_quorum(args.quorum, len(group)))
             outcomes[name] = instances(combined, config, sample.image)
-            if not args.compare:
-                break  # the submission's plan only
         labels = next(iter(outcomes.values()))
         predictions.append((sample.image_id, labels))
         truth = truth_by_id.get(sample.image_id, sample.labels)
@@ -315,17 +311,6 @@ def choose_members(args, experiment) -> list[Path]:
             trial = experiment.results[0]["trial"]
         return trial_checkpoints(experiment, trial)
     return top_checkpoints(experiment, args.top_k)
-
-
-def write_label_png(path: Path, labels) -> None:
-    """One instance label image as a 16-bit PNG (0 background, 1..n nuclei)."""
-    import cv2
-    import numpy as np
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if labels.max() > np.iinfo(np.uint16).max:
-        raise ValueError(f"{path}: more nuclei than a 16-bit PNG holds")
-    cv2.imwrite(str(path), labels.astype(np.uint16))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.combine import combine
+from ensemble.combine import combine, group_quorum
 from nucjax.config import ExperimentConfig
 from nucjax.postprocess import PostprocessConfig, calibrate
 
@@ -60,6 +60,17 @@ def member_maps(member: Member, image: np.ndarray, tta: bool = False) -> np.ndar
     return predict_image(member.forward, inputs, config.inputs, config.model.multiple, tta=tta)
 
 
+def members_maps(members: list[Member], image: np.ndarray, tta: bool = False, on_member=None) -> list[np.ndarray]:
+    """Every member's maps for one image, one member after another;
+    on_member(j) is called before the j-th (from 1), for progress."""
+    maps = []
+    for j, member in enumerate(members, start=1):
+        if on_member is not None:
+            on_member(j)
+        maps.append(member_maps(member, image, tta))
+    return maps
+
+
 def base_postprocess(members: list[Member]) -> PostprocessConfig:
     """The starting point of a combination's calibration: the best member's
     settings, with the body threshold where every rescaled member puts it."""
@@ -94,10 +105,8 @@ def greedy_selection(maps_per_image, truths, members: list[Member], method: str,
     order = sorted(range(len(members)), key=lambda i: -members[i].score)
 
     def trial(indices):
-        # The quorum applies to the full set only: a smaller set takes all its members.
-        q = quorum if quorum is not None and quorum <= len(indices) else None
         return calibrate_combination([[maps[i] for i in indices] for maps in maps_per_image], truths,
-                                     [members[i] for i in indices], method, q, base)
+                                     [members[i] for i in indices], method, group_quorum(quorum, len(indices)), base)
 
     chosen = [order[0]]
     config, score = trial(chosen)

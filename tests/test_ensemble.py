@@ -308,3 +308,13 @@ def test_calibration_uses_the_experiments_validation_split_recorded_or_recompute
         assert sorted(s.image_id for s in chosen) == sorted(split.val) and all(s.labels is not None for s in chosen)
         sources, _ = prediction_sources(None, experiment)
         assert sorted(s.image_id for s in sources) == sorted(split.test)
+
+
+@pytest.mark.parametrize("quorum, message", [("0", "--quorum must be at least 1"), ("3", "--quorum 3 needs at least 3 members")])
+def test_an_impossible_quorum_is_refused(tiny_run, tiny_root, tmp_path, capsys, quorum, message):
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(["--checkpoints", str(tiny_run / "checkpoints" / "epoch_0001"), str(tiny_run / "checkpoints" / "epoch_0002"),
+                      "--data", str(tiny_root), "--combine", "intersect", "--quorum", quorum, "--out", str(tmp_path / "s.csv")])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "s.csv").exists()

@@ -380,6 +380,15 @@ def write_kaggle_sample(sample: Sample, root: str | Path) -> Path:
     return folder
 
 
+def write_label_png(path: str | Path, labels: np.ndarray) -> None:
+    """An instance label image as a 16-bit PNG (0 background, 1..n nuclei), making its folder."""
+    path = Path(path)
+    if labels.max() > np.iinfo(np.uint16).max:
+        raise DataError(f"{path}: more nuclei than a 16-bit PNG holds")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_png(path, labels.astype(np.uint16))
+
+
 def _write_png(path: Path, array: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", array)
     if not ok:
