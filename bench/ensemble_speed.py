@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=3, help="the best checkpoints of the experiment's best trials")
     args = parser.parse_args()
 
-    from ensemble.members import read_experiment
+    from nucjax.experiment import read_experiment
 
     experiment = read_experiment(args.experiment)  # results ranked best first
     data = experiment.data
@@ -54,9 +54,8 @@ def main() -> None:
             seconds = time.perf_counter() - started
             if done.returncode:
                 sys.exit(done.stderr)
-            in_models = next((line for line in done.stderr.splitlines() if line.startswith("predicted ")), "")
             per = seconds / len(ids) / len(checkpoints)
-            print(f"{run}: {seconds:.1f} s in all, {per:.2f} s per image per member ({in_models.split(': ', 1)[-1]})")
+            print(f"{run}: {seconds:.1f} s in all, {per:.2f} s per image per member")
 
 
 if __name__ == "__main__":

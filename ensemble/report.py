@@ -59,3 +59,31 @@ def write_plot(entries: list[Entry], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def counted(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+def describe(config) -> str:
+    """A post-processing config in a few words."""
+    return f"{config.method}, threshold {config.threshold:g}, seed {config.seed_threshold:g}, min size {config.min_size}"
+
+
+def write_comparison(out: Path, models, plans, scores: dict) -> None:
+    """The --compare table (printed) and its CSV and plot beside out."""
+    import sys
+
+    import numpy as np
+
+    if not scores:
+        print("warning: --compare needs labels: the images have none and no --solution was given", file=sys.stderr)
+        return
+    entries = [Entry(m.name, "member", float(np.mean(scores[m.name])), str(m.path)) for m in models]
+    entries += [Entry(p.name, "combination", float(np.mean(scores[p.name])), describe(p.segmenter.postprocess)) for p in plans]
+    stem = out.with_name(out.stem + "_compare")
+    count = len(scores[models[0].name])
+    write_csv(entries, stem.with_suffix(".csv"))
+    write_plot(entries, stem.with_suffix(".png"), f"Kaggle score on {count} labelled images")
+    print(f"comparison on {count} labelled images ({stem}.csv, {stem}.png):")
+    print(table(entries))

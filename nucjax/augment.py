@@ -23,6 +23,7 @@ class AugmentConfig:
     elastic_sigma: float = 6.0  # smoothness (px) of the displacement
     brightness: float = 0.1  # the input moves by up to +-this (on 0..1)
     contrast: float = 0.15  # and is scaled by 1 +- this
+    recolour: float = 0.5  # probability that an image also trains in a recoloured copy (see recolour)
 
 
 def symmetry(array: np.ndarray, k: int) -> np.ndarray:
@@ -64,3 +65,34 @@ def augment(rng: np.random.Generator, inputs: np.ndarray, labels: np.ndarray, co
         shift = rng.uniform(-config.brightness, config.brightness)
         inputs = np.clip((inputs - 0.5) * gain + 0.5 + shift, 0, 1).astype(np.float32)
     return inputs, labels
+
+
+#: Recolourings of a colour image, and of a grey one (see recolour).
+COLOUR_RECOLOURINGS = ("stain_jitter", "channel_shuffle", "grey")
+GREY_RECOLOURINGS = ("inversion", "tint")
+
+
+def recolour(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """A recoloured copy of an (H, W, 3) uint8 RGB image, so that no colour
+    is new at test time. A colour image gets one of: stain jitter (each of
+    haematoxylin, eosin and DAB densities scaled by 1 +- 0.3 and shifted),
+    a shuffle of its channels, or grey; a grey image is inverted (dark
+    nuclei on white) or tinted with a random stain-like colour."""
+    from nucjax.preprocess import is_colour, to_grey
+
+    image = np.ascontiguousarray(image[..., :3])
+    if is_colour(image):
+        kind = COLOUR_RECOLOURINGS[int(rng.integers(len(COLOUR_RECOLOURINGS)))]
+        if kind == "channel_shuffle":
+            return np.ascontiguousarray(image[..., rng.permutation(3)])
+        if kind == "grey":
+            return np.repeat(to_grey(image)[..., None], 3, axis=2)
+        from skimage.color import hed2rgb, rgb2hed
+
+        densities = rgb2hed(image) * rng.uniform(0.7, 1.3, 3) + rng.uniform(-0.02, 0.02, 3)
+        return np.clip(np.rint(hed2rgb(densities) * 255), 0, 255).astype(np.uint8)
+    kind = GREY_RECOLOURINGS[int(rng.integers(len(GREY_RECOLOURINGS)))]
+    if kind == "inversion":
+        return 255 - image
+    tint = rng.uniform(0.35, 1.0, 3)  # each channel keeps a share: purples, browns, pinks
+    return np.clip(np.rint(image * tint), 0, 255).astype(np.uint8)

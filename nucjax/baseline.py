@@ -1,7 +1,8 @@
 """python -m nucjax.baseline: the reference report's simple threshold model.
 
 Preprocess, threshold, connected components, specks dropped; writes a
-Kaggle submission for every image of --data. With --sweep the threshold
+Kaggle submission with a row for every image of --data (an empty one for
+an unreadable image; --strict stops at it). With --sweep the threshold
 is picked on the training part of a fixed stratified split, by the Kaggle
 metric (the report's full-mask pick is printed beside it). Labelled
 images are scored on the validation part.
@@ -13,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nucjax.cli import data_command_parser, fail, load_data
+from nucjax.cli import data_command_parser, data_root, fail, image_sources, predict_folder
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -32,13 +33,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from nucjax.data import split_samples
+    from nucjax.data import DataError, load_dataset, split_samples
     from nucjax.metrics import full_mask_score, image_score
     from nucjax.models.threshold import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD, sweep_thresholds, threshold_labels
     from nucjax.submission import write_submission
 
-    dataset = load_data(args.data, args.strict)
-    samples = dataset.samples
+    root = data_root(args.data)
+    sources = image_sources(root, strict=args.strict)  # warns about stray files; the loop below about bad images
+    try:
+        samples = load_dataset(root, labelled=None, strict=args.strict).samples
+    except DataError as err:
+        fail(str(err))
     labelled = [s for s in samples if s.labels is not None]
     train, val, _ = split_samples(labelled, args.val_fraction, seed=args.seed)
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
@@ -53,9 +58,10 @@ def main(argv=None) -> None:
         print(f"threshold by Kaggle metric: {threshold:g} (train {max(result.kaggle):.4f}); "
               f"by the report's full-mask score: {result.best_by_full_mask:g} (train {max(result.full_mask):.4f})")
 
-    predictions = [(s.image_id, threshold_labels(s.image, threshold, min_size)) for s in samples]
-    rows = write_submission(args.out, predictions)
-    print(f"wrote {args.out}: {len(samples)} images, {rows} rows, threshold {threshold:g}, min size {min_size}")
+    predictions, _ = predict_folder(lambda image: threshold_labels(image, threshold, min_size), sources,
+                                    argparse.Namespace(**{**vars(args), "solution": None, "labels": None, "overlays": None}),
+                                    score_label="Kaggle score on every labelled image (training ones included)")
+    print(f"threshold {threshold:g}, min size {min_size}")
 
     by_id = dict(predictions)
     if val:

@@ -5,12 +5,8 @@ the entry points, not in the library."""
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
-import shutil
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 DATA_HELP = """\
@@ -63,32 +59,20 @@ def use_compilation_cache(cache_dir: Path | None = None) -> None:
         os.environ.setdefault(name, value)
 
 
-def synthetic_root(config=None) -> Path:
-    """The synthetic set's folder, generated on first use; the folder name
-    carries the config so a different config never reuses stale files."""
-    from nucjax.data import SyntheticConfig, generate, write_kaggle_sample
-    from nucjax.data.synthetic import GENERATOR_VERSION
+def synthetic_set(config=None) -> Path:
+    """The synthetic set's folder (default config: the embedded default),
+    generated under cache_root() on first use, saying so on stderr."""
+    from nucjax.data import SyntheticConfig, synthetic_root
+    from nucjax.data.cache import CONFIG_FILE, synthetic_folder
 
     config = config or SyntheticConfig()
-    text = json.dumps({**asdict(config), "generator_version": GENERATOR_VERSION}, sort_keys=True)
-    root = cache_root() / f"synthetic-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
-    if not (root / ".synthetic_config.json").exists():
-        print(f"generating {config.n_images} synthetic images into {root} ...", file=sys.stderr)
-        # Build beside, then rename: a concurrent run never sees half a set.
-        staging = root.with_name(f"{root.name}.tmp-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        for sample in generate(config):
-            write_kaggle_sample(sample, staging)
-        (staging / ".synthetic_config.json").write_text(text)
-        try:
-            staging.rename(root)
-        except OSError:  # another process finished first
-            shutil.rmtree(staging, ignore_errors=True)
-    return root
+    if not (synthetic_folder(config, cache_root()) / CONFIG_FILE).exists():
+        print(f"generating {config.n_images} synthetic images into {synthetic_folder(config, cache_root())} ...", file=sys.stderr)
+    return synthetic_root(config, cache_root())
 
 
 def data_root(data: Path | None) -> Path:
-    return synthetic_root() if data is None else data
+    return synthetic_set() if data is None else data
 
 
 def report_skipped(dataset) -> None:
@@ -113,3 +97,115 @@ def load_data(data: Path | None, strict: bool = False, labelled: bool | None = N
 def fail(message: str, status: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(status)
+
+
+def progress(items, total: int | None = None, description: str = ""):
+    """items with a progress bar on stderr when it is a terminal, plain otherwise."""
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, desc=description, unit="image", file=sys.stderr,
+                disable=not sys.stderr.isatty(), leave=False)
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
+    """The outputs and options every prediction command shares, with one meaning."""
+    outputs = parser.add_argument_group("outputs")
+    outputs.add_argument("--out", type=Path, default=Path("submission.csv"), help="submission CSV (default: %(default)s)")
+    outputs.add_argument("--labels", type=Path, metavar="DIR", help="also write a 16-bit label PNG per image here")
+    outputs.add_argument("--overlays", type=Path, metavar="DIR", help="also write each image with its nuclei outlined")
+    outputs.add_argument("--solution", type=Path, metavar="CSV_OR_FOLDER",
+                         help="score against this solution CSV or labelled folder (default: the images' own labels)")
+    predicting = parser.add_argument_group("prediction")
+    predicting.add_argument("--scale", default="model", metavar="{model,native,auto,FACTOR}",
+                            help="nucleus scale: auto estimates each image's nucleus diameter with a first pass and "
+                                 "rescales it to the one the model was trained at; native predicts images as they are; "
+                                 "a number rescales every image by it; model (default): auto for models trained "
+                                 "at a canonical diameter, native for the others")
+    predicting.add_argument("--tta", action="store_true", help="average the maps over the 8 flips and rotations (8x slower)")
+
+
+def checked_scale(parser: argparse.ArgumentParser, value: str):
+    from nucjax.segmenter import parse_scale
+
+    try:
+        return parse_scale(value)
+    except ValueError as err:
+        parser.error(f"--scale: {err}")
+
+
+def image_sources(folder: Path | None, strict: bool):
+    """The images of --data (or the synthetic default), warning about
+    skipped files; exits with status 2 when there is none, or at the first
+    skipped file with --strict."""
+    from nucjax.data import DataError, find_samples
+
+    try:
+        sources, skipped = find_samples(data_root(folder))
+    except DataError as err:
+        fail(str(err))
+    if strict and skipped:
+        fail(f"{skipped[0]} (strict mode: fix or remove it)")
+    for entry in skipped:
+        warn(str(entry))
+    return sources
+
+
+def load_truth(path: Path, what: str) -> dict:
+    """Truth label images by ImageId (nucjax.data.read_truth), warning
+    about skipped files; exits with status 2 naming `what` when unusable."""
+    from nucjax.data import DataError, read_truth
+
+    try:
+        truths, skipped = read_truth(path)
+    except DataError as err:
+        fail(f"{what}: {err}")
+    for entry in skipped:
+        warn(str(entry))
+    return truths
+
+
+def predict_folder(segment, sources, args, score_label: str = "Kaggle score", report=None) -> tuple[list, dict]:
+    """Segment every source with segment (see nucjax.segmenter.segment_folder),
+    write the submission (a row for every image: empty where unreadable)
+    and the --labels and --overlays, call report(scores) when given, and
+    print the Kaggle score last where truth is known. Returns
+    (predictions, {outcome name: per-image scores})."""
+    from nucjax.data import DataError
+    from nucjax.data.kaggle import write_label_png
+    from nucjax.pictures import contour_overlay, write_overlay
+    from nucjax.segmenter import segment_folder
+    from nucjax.submission import write_submission
+
+    truths = load_truth(args.solution, "--solution") if args.solution else None
+    predictions, scores = [], {}
+    try:
+        for result in progress(segment_folder(segment, sources, strict=args.strict, truths=truths), len(sources), "segmenting"):
+            if result.error:
+                warn(f"{result.error}: written as an empty prediction")
+            for note in result.notes:
+                warn(note)
+            predictions.append((result.image_id, result.labels))
+            for name, score in (result.scores or {}).items():
+                scores.setdefault(name, []).append(score)
+            if result.image is None:
+                continue
+            if args.labels:
+                write_label_png(args.labels / f"{result.image_id}.png", result.labels)
+            if args.overlays:
+                write_overlay(args.overlays / f"{result.image_id}.png", contour_overlay(result.image, result.labels))
+    except DataError as err:
+        fail(str(err))
+    rows = write_submission(args.out, predictions)
+    print(f"wrote {args.out}: {len(predictions)} images, {rows} rows")
+    if report is not None:
+        report(scores)
+    main_scores = next(iter(scores.values()), [])
+    if main_scores:
+        missing = len(predictions) - len(main_scores)
+        note = f" ({missing} images without truth left out)" if missing else ""
+        print(f"{score_label}: {sum(main_scores) / len(main_scores):.4f}{note}")
+    return predictions, scores

@@ -2,8 +2,14 @@
 ExperimentConfig, which every checkpoint stores as JSON.
 
 The defaults are the settings that trained best on a 2-core CPU: a base-16
-U-Net on 128 x 128 native-resolution crops, body + border targets,
-BCE + Dice, adam with warm-up and cosine decay.
+U-Net on 128 x 128 crops of images rescaled to a canonical nucleus
+diameter, stain-aware input, body + border targets, BCE + Dice, adam with
+warm-up and cosine decay, validated on a split that holds out whole
+experiments.
+
+Flat parameters (the search's trial keys and nucjax.train's flags) map to
+sections through from_params, the one translation; their defaults are the
+dataclasses' own (default_params).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import json
 from dataclasses import dataclass, field
 
 from nucjax.augment import AugmentConfig
+from nucjax.data.split import SPLITS
 from nucjax.inputs import InputConfig
 from nucjax.models.unet import UNetConfig
 from nucjax.postprocess import PostprocessConfig
@@ -33,6 +40,7 @@ class TrainConfig:
     channel_weights: tuple[float, ...] = (1.0, 1.0)  # body, border
     seed: int = 0
     val_fraction: float = 0.15
+    split: str = "group"  # 'group' holds out whole experiments; 'stratified' samples every kind
     max_to_keep: int = 2  # latest checkpoints kept, besides the best
     divergence_factor: float = 20.0  # a loss this many times its minimum has diverged
 
@@ -43,6 +51,8 @@ class TrainConfig:
             raise ValueError(f"unknown loss '{self.loss}'; choose one of {', '.join(LOSSES)}")
         if min(self.epochs, self.steps_per_epoch, self.batch_size, self.max_to_keep) < 1:
             raise ValueError("epochs, steps_per_epoch, batch_size and max_to_keep must be at least 1")
+        if self.split not in SPLITS:
+            raise ValueError(f"unknown split '{self.split}'; choose one of {', '.join(SPLITS)}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning rate must be positive, got {self.learning_rate}")
 
@@ -92,8 +102,8 @@ class ExperimentConfig:
             raise ValueError(f"unknown config sections: {', '.join(sorted(unknown))}")
         kwargs = {}
         for name, value in data.items():
-            section_type = {"model": UNetConfig, "inputs": InputConfig, "augment": AugmentConfig,
-                            "train": TrainConfig, "postprocess": PostprocessConfig}[name]
+            section_type = SECTIONS[name]
+            value = {**LEGACY.get(name, {}), **value}
             known = {f.name for f in dataclasses.fields(section_type)}
             bad = set(value) - known
             if bad:
@@ -106,3 +116,74 @@ class ExperimentConfig:
     @classmethod
     def from_json(cls, text: str) -> "ExperimentConfig":
         return cls.from_dict(json.loads(text))
+
+
+SECTIONS = {"model": UNetConfig, "inputs": InputConfig, "augment": AugmentConfig,
+            "train": TrainConfig, "postprocess": PostprocessConfig}
+
+#: What a checkpoint written before a field existed meant by leaving it
+#: out: native scale, the report's preprocessing, no recolouring, the
+#: stratified split. Its stored config then reads as it trained.
+LEGACY = {
+    "inputs": {"preprocessing": "reference", "normalisation": "minmax", "diameter": 0.0, "scale_jitter": 0.0},
+    "augment": {"recolour": 0.0},
+    "train": {"split": "stratified"},
+}
+
+#: Flat keys computed into more than one field (see from_params).
+DERIVED = ("border", "border_weight")
+
+
+def flat_keys() -> dict[str, tuple[str, str]]:
+    """{flat key: (section, field)} for every settable field."""
+    keys = {}
+    for section, section_type in SECTIONS.items():
+        for f in dataclasses.fields(section_type):
+            if f.name in ("out_channels", "channel_weights", "method", "border"):
+                continue  # set through 'border', 'border_weight' and 'postprocess'
+            if section == "postprocess" and f.name in keys:
+                continue
+            keys[f.name] = (section, f.name)
+    keys["postprocess"] = ("postprocess", "method")
+    return keys
+
+
+def default_params() -> dict:
+    """The flat defaults: ExperimentConfig()'s, as from_params reads them."""
+    config = ExperimentConfig()
+    params = {key: getattr(getattr(config, section), name) for key, (section, name) in flat_keys().items()}
+    params["border"] = config.inputs.border
+    params["border_weight"] = config.train.channel_weights[1]
+    return params
+
+
+def check_params(params) -> None:
+    """Refuse keys from_params does not know, naming them and the known ones."""
+    known = set(flat_keys()) | set(DERIVED)
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"unknown setting{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}; "
+                         f"known: {', '.join(sorted(known))}")
+
+
+def from_params(params: dict) -> ExperimentConfig:
+    """The ExperimentConfig of flat settings (a search trial's, or
+    nucjax.train's flags); keys left out keep ExperimentConfig()'s value.
+
+    border (bool) sets the border target and the model's output channels;
+    border_weight the border channel's loss weight; postprocess the
+    post-processing method. Unknown keys raise ValueError.
+    """
+    check_params(params)
+    keys = flat_keys()
+    sections: dict[str, dict] = {}
+    for key, value in params.items():
+        if key in keys:
+            section, name = keys[key]
+            sections.setdefault(section, {})[name] = value
+    border = bool(params.get("border", ExperimentConfig().inputs.border))
+    sections.setdefault("inputs", {})["border"] = border
+    sections.setdefault("model", {})["out_channels"] = 2 if border else 1
+    if "border_weight" in params:
+        sections.setdefault("train", {})["channel_weights"] = (1.0, float(params["border_weight"]))
+    return ExperimentConfig().replace(**sections)

@@ -56,6 +56,56 @@ def preprocess(image: np.ndarray) -> np.ndarray:
     return colour_boost(out) if colour else out
 
 
+#: Percentiles that bound the percentile normalisation (StarDist's and Cellpose's).
+LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.8
+PREPROCESSING = ("reference", "stain")
+NORMALISATIONS = ("minmax", "percentile")
+
+
+def percentile_stretch(values: np.ndarray, low: float = LOW_PERCENTILE, high: float = HIGH_PERCENTILE) -> np.ndarray:
+    """(H, W) values -> uint8 with the low percentile at 0 and the high one
+    at 255, clipped: one bright speck or an uneven field no longer squeezes
+    the nuclei into a few grey levels, as a min-max stretch does."""
+    values = np.asarray(values, np.float32)
+    lo, hi = np.percentile(values, (low, high))
+    if hi <= lo:
+        return stretch(values)
+    return np.clip(np.rint((values - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+
+
+def haematoxylin(image: np.ndarray) -> np.ndarray:
+    """(H, W) float32 optical density of the haematoxylin stain of an RGB
+    image (colour deconvolution, scikit-image's rgb2hed): high on nuclei,
+    low on eosin-stained tissue and on the bright background."""
+    from skimage.color import rgb2hed
+
+    return rgb2hed(np.ascontiguousarray(image[..., :3]))[..., 0].astype(np.float32)
+
+
+def nucleus_channel(image: np.ndarray, preprocessing: str = "reference", normalisation: str = "minmax") -> np.ndarray:
+    """Nuclei bright on a dark background, (H, W) uint8, for any kind of image.
+
+    reference: the report's chain (preprocess). stain: colour images give
+    their haematoxylin density instead of inverted grey, so stained tissue
+    around the nuclei stays dark; grey images are treated as in reference.
+    normalisation: minmax (the report's stretch) or percentile (1 to 99.8).
+    """
+    if preprocessing not in PREPROCESSING:
+        raise ValueError(f"unknown preprocessing '{preprocessing}'; choose one of {', '.join(PREPROCESSING)}")
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"unknown normalisation '{normalisation}'; choose one of {', '.join(NORMALISATIONS)}")
+    colour = is_colour(image)
+    if preprocessing == "stain" and colour:
+        density = haematoxylin(image)
+        return percentile_stretch(density) if normalisation == "percentile" else stretch(density)
+    if normalisation == "minmax":
+        return preprocess(image)
+    grey = to_grey(image)
+    if colour or grey.mean() > INVERT_MEAN:
+        grey = 255 - grey
+    return percentile_stretch(grey)
+
+
 def adaptive_threshold(preprocessed: np.ndarray, block_size: int = 11, c: float = 2) -> np.ndarray:
     """Gaussian adaptive threshold of a preprocessed (H, W) uint8 image: 0 or 255.
 

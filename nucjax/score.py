@@ -27,32 +27,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def read_truth(path: Path) -> dict:
-    """Truth label images by ImageId, from a solution CSV or a Kaggle folder."""
-    from nucjax.cli import report_skipped
-    from nucjax.data import DataError, load_dataset, read_rle_csv
-
-    if path.is_dir():
-        dataset = load_dataset(path, labelled=True)
-        report_skipped(dataset)
-        lost = [entry for entry in dataset.skipped if entry.lost_sample]
-        if lost:
-            raise DataError(f"{lost[0]}; a score needs every truth image")
-        return {s.image_id: s.labels for s in dataset.samples}
-    return read_rle_csv(path)
-
-
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from nucjax.cli import fail
-    from nucjax.data import DataError
+    from nucjax.cli import fail, load_truth
     from nucjax.metrics import image_score
     from nucjax.submission import SubmissionError, decode_submission
 
-    try:
-        truths = read_truth(args.truth)
-    except DataError as err:
-        fail(f"truth: {err}")
+    truths = load_truth(args.truth, "truth")
     try:
         preds = decode_submission(args.submission, {i: t.shape for i, t in truths.items()})
     except SubmissionError as err:

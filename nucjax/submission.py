@@ -81,6 +81,13 @@ def read_submission(path: str | Path) -> dict[str, list[tuple[int, str]]]:
     path = Path(path)
     if not path.is_file():
         raise SubmissionError(f"{path}: no such file")
+    try:
+        return _read_rows(path)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise SubmissionError(f"{path}: not a UTF-8 text CSV ({err})") from None
+
+
+def _read_rows(path: Path) -> dict[str, list[tuple[int, str]]]:
     entries: dict[str, list[tuple[int, str]]] = {}
     with open(path, newline="", encoding="utf-8-sig") as handle:
         rows = rle_csv_reader(handle)

@@ -1,32 +1,24 @@
 """Setting up a search experiment and writing what it found: the Tuner, the
-data handed to trials, results.csv, scores.png and experiment.json."""
+data handed to trials, and the experiment record (nucjax.experiment:
+experiment.json, results.csv) with scores.png."""
 
 from __future__ import annotations
 
-import csv
-import json
-import time
 from pathlib import Path
 
-from nucjax.data import SyntheticConfig
-
-#: The synthetic set the embedded default searches on: small images, so
-#: four trials fit in a few minutes on two cores.
-SMOKE_DATA = SyntheticConfig(n_images=24, seed=0, sizes=((128, 128), (96, 160)), size_weights=(1, 1))
-EXPERIMENT_FILE = "experiment.json"
-PARAM_KEYS = ("model", "size", "mode", "base_filters", "depth", "learning_rate", "schedule", "epochs", "loss",
-              "border", "border_weight", "elastic", "postprocess", "threshold", "min_size")
+from nucjax.data import SEARCH_SMOKE
+from nucjax.experiment import Experiment
 
 
 def load_split(args, smoke: bool):
-    """(data root, train, val, test samples), split by image kind."""
-    from nucjax.cli import load_data, synthetic_root
+    """(data root, train, val, test samples), split by --split."""
+    from nucjax.cli import load_data, synthetic_set
     from nucjax.data import split_samples
 
-    root = synthetic_root(SMOKE_DATA) if smoke else args.data
+    root = synthetic_set(SEARCH_SMOKE) if smoke else args.data
     dataset = load_data(root, args.strict, labelled=True)
     samples = dataset.samples
-    parts = split_samples(samples, args.val_fraction, args.test_fraction, seed=args.seed)
+    parts = split_samples(samples, args.val_fraction, args.test_fraction, seed=args.seed, method=args.split)
     if not parts[0] or not parts[1]:
         from nucjax.cli import fail
 
@@ -41,6 +33,7 @@ def make_tuner(args, storage: str, smoke: bool, train, val, space: dict):
     from search.trainable import run_trial, trial_environment
 
     environment = trial_environment(args.cpus_per_trial, args.gpus_per_trial)
+    space = {**space, "split": args.split, "val_fraction": args.val_fraction}
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, train=train, val=val, environment=environment),
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},
@@ -81,6 +74,13 @@ def make_tuner(args, storage: str, smoke: bool, train, val, space: dict):
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
 
+def parameter_keys() -> list[str]:
+    """The flat trial keys, for results.csv's parameter columns."""
+    from nucjax.config import DERIVED, flat_keys
+
+    return sorted(set(flat_keys()) | set(DERIVED))
+
+
 def trial_rows(results) -> list[dict]:
     """One row per trial, its best epoch, ranked by score."""
     rows = []
@@ -101,7 +101,7 @@ def trial_rows(results) -> list[dict]:
             "node": best.get("node", ""),
             "error": str(result.error) if result.error else "",
         }
-        row.update({key: result.config.get(key, "") for key in PARAM_KEYS if key in result.config})
+        row.update({key: value for key, value in result.config.items() if key in parameter_keys()})
         rows.append(row)
     rows.sort(key=lambda r: -r["score"] if r["score"] == r["score"] else float("inf"))
     for rank, row in enumerate(rows, start=1):
@@ -111,17 +111,6 @@ def trial_rows(results) -> list[dict]:
 
 def _trial_id(result) -> str:
     return Path(result.path).name
-
-
-def write_results(rows: list[dict], folder: Path) -> Path:
-    columns = ["rank", "trial", "score", "epoch", "epochs_run", "calibrated", "checkpoint", "node", "error"]
-    columns += [k for k in PARAM_KEYS if any(k in r for r in rows)]
-    path = folder / "results.csv"
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def write_score_plot(results, path: Path) -> None:
@@ -152,21 +141,18 @@ def run_search(args, storage: str, smoke: bool) -> str:
     root, train, val, test = load_split(args, smoke)
     space = search_space(args.space, smoke, gpu=args.gpus_per_trial > 0)
     local = Path(storage) if "://" not in storage else None
+    experiment = Experiment(Path(local or "."), root, args.space, SEARCH_SMOKE if smoke else None, args.split,
+                            args.val_fraction, args.test_fraction, args.seed,
+                            tuple(s.image_id for s in val), tuple(s.image_id for s in test))
     if local is not None and not args.resume:
-        local.mkdir(parents=True, exist_ok=True)
-        (local / EXPERIMENT_FILE).write_text(json.dumps({
-            "space": args.space, "data": str(root), "synthetic": smoke, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "split": {"val_fraction": args.val_fraction, "test_fraction": args.test_fraction, "seed": args.seed},
-            "val_ids": [s.image_id for s in val],
-            "test_ids": [s.image_id for s in test],
-        }, indent=2))
+        experiment.write()
     print(f"searching '{args.space}' on {len(train)} training and {len(val)} validation images from {root}", flush=True)
     tuner = make_tuner(args, storage, smoke, train, val, space)
     results = tuner.fit()
     rows = trial_rows(results)
     if local is None:
         return _summary(rows, storage)
-    write_results(rows, local)
+    experiment.write_results(rows, parameter_keys())
     write_score_plot(results, local / "scores.png")
     return _summary(rows, storage)
 

@@ -49,6 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial, from its last checkpoint (default: %(default)s)")
     parser.add_argument("--keep-checkpoints", type=int, default=3,
                         help="best checkpoints kept per trial, for ensembles of epochs (default: %(default)s)")
+    parser.add_argument("--split", choices=("group", "stratified"), default="group",
+                        help="group: validation and test hold out whole experiments (acquisition groups); "
+                             "stratified: a share of every image kind (default: %(default)s)")
     parser.add_argument("--val-fraction", type=float, default=0.15, help="validation share of each image kind (default: %(default)s)")
     parser.add_argument("--test-fraction", type=float, default=0.1, help="held-back test share, for ensemble.predict (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
@@ -60,10 +63,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 def check_args(args) -> None:
     """Refuse what cannot work before any trial starts."""
     from nucjax.cli import fail
-    from search.spaces import SPACES
+    from nucjax.experiment import EXPERIMENT_FILE, is_experiment
+    from search.spaces import SPACES, check_space, search_space
 
     if args.space not in SPACES:
         fail(f"unknown search space '{args.space}'; choose one of {', '.join(SPACES)}")
+    try:
+        check_space(search_space(args.space, args.data is None, gpu=args.gpus_per_trial > 0))
+    except ValueError as err:
+        fail(f"search space '{args.space}': {err}")
     if args.data is not None and not args.data.is_dir():
         fail(f"--data {args.data}: no such folder")
     if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
@@ -81,8 +89,8 @@ def check_args(args) -> None:
             probe.unlink()
         except OSError as err:
             fail(f"--storage {args.storage}: cannot write there ({err.strerror})")
-        if args.resume and not (folder / "experiment.json").is_file():
-            fail(f"--storage {args.storage}: no experiment to resume (no experiment.json)")
+        if args.resume and not is_experiment(folder):
+            fail(f"--storage {args.storage}: no experiment to resume (no {EXPERIMENT_FILE})")
 
 
 def check_resources(args, ray) -> None:

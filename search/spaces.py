@@ -1,13 +1,16 @@
 """The search spaces, as data: what `python -m search.run --space NAME` varies.
 
 Each space is a dict of Ray Tune distributions over the flat trial keys
-that search.trainable turns into an ExperimentConfig. `smoke` versions
-shrink everything for the embedded synthetic default, so a search finishes
-in minutes on a laptop.
+that nucjax.config.from_params turns into an ExperimentConfig (check_space
+refuses an unknown key before Ray starts). `smoke` versions shrink
+everything for the embedded synthetic default, so a search finishes in
+minutes on a laptop.
 
-- standard: the standard U-Net; input size (128-512 with GPUs, 128 on a
-  CPU) and mode, width, learning rate (log scale) and schedule, loss and
-  its border weight, border channel on or off, augmentation switches.
+- standard: the standard U-Net. Everywhere: learning rate (log scale) and
+  schedule, loss and its border weight, elastic deformation, the canonical
+  nucleus diameter and its jitter, recolouring. With GPUs also: input
+  size (128-512) and mode, width, border channel on or off; on a CPU
+  those stay at base-16 U-Nets on 128 px crops with a border channel.
   Batch size is chosen by the memory estimate for the trial's device;
   post-processing is calibrated on validation after every epoch.
 - extended: the same over the multi-arm U-Net.
@@ -44,6 +47,9 @@ def _unet_space(model: str, gpu: bool) -> dict:
         "border": tune.choice(borders),
         "flips": True,
         "elastic": tune.choice([0.0, 0.3]),
+        "diameter": tune.choice([14.0, 16.0, 20.0]),
+        "scale_jitter": tune.choice([0.15, 0.25]),
+        "recolour": tune.choice([0.3, 0.5]),
         "batch_size": None,  # from the memory estimate on a GPU, 8 on a CPU
         "postprocess": "auto",
     }
@@ -80,3 +86,11 @@ def search_space(name: str, smoke: bool = False, gpu: bool = False) -> dict:
     if name == "simple":
         return _simple_space()
     return _unet_smoke(name) if smoke else _unet_space(name, gpu)
+
+
+def check_space(space: dict) -> None:
+    """Refuse a space with a key from_params does not know (ValueError),
+    so a typo fails before any trial starts."""
+    from nucjax.config import check_params
+
+    check_params(space)

@@ -20,38 +20,19 @@ METRICS = ("score", "loss", "epoch", "foreground", "images_per_s")
 
 
 def experiment_config(params: dict, device_bytes: int | None = None):
-    """The ExperimentConfig of a trial's flat params (see search.spaces)."""
-    from nucjax.augment import AugmentConfig
-    from nucjax.config import ExperimentConfig, TrainConfig
-    from nucjax.inputs import InputConfig
+    """The ExperimentConfig of a trial's flat params (see search.spaces),
+    through nucjax.config.from_params; batch_size None is chosen here."""
+    from nucjax.config import from_params
     from nucjax.models.memory import largest_batch
     from nucjax.models.unet import UNetConfig
-    from nucjax.postprocess import PostprocessConfig
 
-    border = bool(params.get("border", True))
-    model = UNetConfig(params["model"], int(params.get("depth", 4)), int(params.get("base_filters", 16)),
-                       out_channels=2 if border else 1)
-    size = int(params.get("size", 128))
-    batch = params.get("batch_size")
-    if batch is None:
+    params = dict(params)
+    if params.get("batch_size") is None:
         # On a GPU, fill its share of memory; on a CPU, 8 is what pays.
-        batch = min(32, largest_batch(model, size, device_bytes)) if device_bytes else 8
-    return ExperimentConfig(
-        model=model,
-        inputs=InputConfig(size, params.get("mode", "crop"), border),
-        augment=AugmentConfig(flips=bool(params.get("flips", True)), elastic=float(params.get("elastic", 0.3))),
-        train=TrainConfig(
-            epochs=int(params.get("epochs", 12)),
-            steps_per_epoch=int(params.get("steps_per_epoch", 200)),
-            batch_size=int(batch),
-            learning_rate=float(params.get("learning_rate", 2e-3)),
-            schedule=params.get("schedule", "cosine"),
-            loss=params.get("loss", "bce_dice"),
-            channel_weights=(1.0, float(params.get("border_weight", 1.0))),
-            seed=int(params.get("seed", 0)),
-        ),
-        postprocess=PostprocessConfig(method=params.get("postprocess", "auto")),
-    )
+        model = UNetConfig(params["model"], int(params.get("depth", 4)), int(params.get("base_filters", 16)),
+                           out_channels=2 if params.get("border", True) else 1)
+        params["batch_size"] = min(32, largest_batch(model, int(params.get("size", 128)), device_bytes)) if device_bytes else 8
+    return from_params(params)
 
 
 def trial_environment(cpus: float, gpus: float) -> dict:

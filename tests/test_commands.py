@@ -8,7 +8,7 @@ import pytest
 
 from nucjax import baseline, explore, score
 from nucjax.data import load_dataset
-from nucjax.submission import decode_submission, write_submission
+from nucjax.submission import decode_submission, read_submission, write_submission
 
 
 def run_score(capsys, *argv):
@@ -89,13 +89,13 @@ def test_baseline_runs_on_the_synthetic_default(tmp_path, capsys, monkeypatch):
     from nucjax.data import SyntheticConfig
 
     small = SyntheticConfig(n_images=4, seed=5, sizes=((48, 48),), size_weights=(1,))
-    monkeypatch.setattr(cli, "data_root", lambda data: cli.synthetic_root(small) if data is None else data)
+    monkeypatch.setattr(baseline, "data_root", lambda data: cli.synthetic_set(small) if data is None else data)
     baseline.main(["--out", str(tmp_path / "sub.csv")])
     assert "wrote" in capsys.readouterr().out
     assert (tmp_path / "sub.csv").read_text().startswith("ImageId,EncodedPixels\n")
 
 
-def test_baseline_on_unlabelled_images_still_predicts_every_one(tmp_path, tiny_samples, capsys):
+def test_baseline_writes_every_image_and_an_empty_row_for_an_unreadable_one(tmp_path, tiny_samples, capsys):
     import cv2
 
     for s in tiny_samples[:3]:
@@ -104,8 +104,9 @@ def test_baseline_on_unlabelled_images_still_predicts_every_one(tmp_path, tiny_s
     baseline.main(["--data", str(tmp_path), "--out", str(tmp_path / "sub.csv")])
     captured = capsys.readouterr()
     assert "broken.png" in captured.err
-    ids = {line.split(",")[0] for line in (tmp_path / "sub.csv").read_text().splitlines()[1:]}
-    assert ids == {s.image_id for s in tiny_samples[:3]}
+    rows = read_submission(tmp_path / "sub.csv")
+    assert set(rows) == {s.image_id for s in tiny_samples[:3]} | {"broken"}
+    assert [encoded for _, encoded in rows["broken"]] == [""]
 
 
 def test_baseline_with_a_missing_folder_exits_2(tmp_path, capsys):

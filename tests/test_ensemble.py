@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from ensemble import predict
-from ensemble.combine import combine, quorum_for, rescaled
-from ensemble.members import MemberError, latest_experiment, read_experiment, top_checkpoints, trial_checkpoints
+from nucjax.combine import combine, quorum_for, rescaled
+from ensemble.members import top_checkpoints, trial_checkpoints
+from nucjax.experiment import ExperimentError, latest_experiment, read_experiment
 from nucjax.data import load_dataset
 from nucjax.inference import predict_image
 from nucjax.inputs import InputConfig
@@ -103,16 +104,17 @@ def test_tta_of_a_model_that_commutes_with_the_symmetries_is_the_plain_map():
 
 
 def hand_made_member(name, score):
-    from ensemble.predictions import Member
     from nucjax.config import ExperimentConfig
     from nucjax.postprocess import PostprocessConfig
+    from nucjax.segmenter import Model
 
     config = ExperimentConfig(postprocess=PostprocessConfig(method="cc", threshold=0.5, min_size=1))
-    return Member(name, None, config, score, forward=None)
+    return Model(name, None, config, score, forward=None)
 
 
 def test_greedy_selection_keeps_a_member_only_when_it_helps():
-    from ensemble.predictions import greedy_selection
+    from ensemble.selection import EnsembleConfig, greedy_selection
+    from nucjax.segmenter import LabelledMaps, Segmenter
 
     truth = np.zeros((12, 12), np.int32)
     truth[1:5, 1:5], truth[7:11, 7:11] = 1, 2
@@ -125,7 +127,9 @@ def test_greedy_selection_keeps_a_member_only_when_it_helps():
     b = body(0.3, 0.9)  # finds the second: their mean finds both
     same_as_a = a.copy()  # adds nothing
     members = [hand_made_member("a", 0.6), hand_made_member("b", 0.4), hand_made_member("copy", 0.5)]
-    chosen, config, score, log = greedy_selection([[a, b, same_as_a]], [truth], members, "mean", None, members[0].config.postprocess)
+    candidates = Segmenter.of(members, ensemble=True)
+    labelled = [LabelledMaps(np.zeros((12, 12, 3), np.uint8), truth, 1.0, [a, b, same_as_a])]
+    chosen, config, score, log = greedy_selection(candidates, labelled, "mean", EnsembleConfig(), members[0].config.postprocess)
     assert chosen == [0, 1] and score == 1.0
     assert [line.split(":")[0] for line in log] == ["a", "copy", "b"]
     assert "left out" in log[1] and "kept" in log[2]
@@ -166,14 +170,14 @@ def test_top_k_takes_the_checkpoints_of_the_best_trials_in_this_folder(tmp_path)
     assert top_checkpoints(experiment, 2) == trial_b + [folder / "trial_c" / "checkpoint_000003"]
     assert len(top_checkpoints(experiment, 10)) == 4  # the failed trial has no checkpoint
     assert trial_checkpoints(experiment, "trial_b") == [folder / "trial_b" / "checkpoint_000000", folder / "trial_b" / "checkpoint_000002"]
-    with pytest.raises(MemberError, match="no trial 'trial_x'"):
+    with pytest.raises(ExperimentError, match="no trial 'trial_x'"):
         trial_checkpoints(experiment, "trial_x")
 
 
 def test_the_latest_experiment_is_found_and_its_absence_explained(tmp_path):
     import os
 
-    with pytest.raises(MemberError, match="no search experiment"):
+    with pytest.raises(ExperimentError, match="no search experiment"):
         latest_experiment(tmp_path / "runs")
     old = fake_experiment(tmp_path / "runs" / "old", {"t": (0.1, ["checkpoint_000000"])})
     new = fake_experiment(tmp_path / "runs" / "new", {"t": (0.1, ["checkpoint_000000"])})
@@ -304,9 +308,9 @@ def test_calibration_uses_the_experiments_validation_split_recorded_or_recompute
         folder.mkdir()
         (folder / "experiment.json").write_text(json.dumps({**record, **extra}))
         experiment = read_experiment(folder)
-        chosen, _ = calibration_samples([], experiment)
+        chosen, _ = calibration_samples([], experiment, None, tmp_path / "cache")
         assert sorted(s.image_id for s in chosen) == sorted(split.val) and all(s.labels is not None for s in chosen)
-        sources, _ = prediction_sources(None, experiment)
+        sources, _ = prediction_sources(None, experiment, tmp_path / "cache")
         assert sorted(s.image_id for s in sources) == sorted(split.test)
 
 

@@ -102,8 +102,10 @@ def test_exploding_loss_is_detected(tmp_path, tiny_samples, monkeypatch):
 
 
 def test_all_foreground_output_is_detected(tmp_path, tiny_samples, monkeypatch):
-    monkeypatch.setattr(loop, "validation_maps", lambda forward, examples, config: [
-        np.ones(x.shape[:2] + (2,), np.float32) for x, _ in examples])
+    from nucjax.segmenter import LabelledMaps
+
+    monkeypatch.setattr(loop, "labelled_maps", lambda segmenter, samples: [
+        LabelledMaps(s.image, s.labels, 1.0, [np.ones(s.image.shape[:2] + (2,), np.float32)]) for s in samples])
     with pytest.raises(loop.TrainingDiverged, match="all-foreground"):
         loop.train_and_evaluate(tiny_experiment(), *split(tiny_samples), tmp_path)
 

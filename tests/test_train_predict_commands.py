@@ -86,13 +86,12 @@ def test_train_command_refuses_a_bad_config_before_loading_data(tmp_path, capsys
 
 
 def test_predict_the_validation_split_the_checkpoint_was_scored_on(tiny_run, tiny_root, tmp_path, capsys):
-    from nucjax.data import image_kind, stratified_split
+    from nucjax.data import split_samples
     from nucjax.train.checkpoints import resolve_checkpoint
 
     out = tmp_path / "val.csv"
     predict.main(["--checkpoint", str(tiny_run), "--data", str(tiny_root), "--out", str(out), "--split", "val"])
     config = resolve_checkpoint(tiny_run).config
-    dataset = load_dataset(tiny_root)
-    split = stratified_split(dataset.image_ids, [image_kind(s.image) for s in dataset.samples],
-                             config.train.val_fraction, seed=config.train.seed)
-    assert set(read_submission(out)) == set(split.val) and split.val
+    assert config.train.split == "group"  # the default: whole experiments held out
+    _, val, _ = split_samples(load_dataset(tiny_root).samples, config.train.val_fraction, seed=config.train.seed, method="group")
+    assert set(read_submission(out)) == {s.image_id for s in val} and val

@@ -23,6 +23,8 @@ that sorts first), since a pixel or two matters more to a small object.
 
 from __future__ import annotations
 
+import csv
+
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -335,7 +337,10 @@ def _open_csv(path: Path):
     if not path.is_file():
         raise DataError(f"{path}: no such CSV file")
     with open(path, newline="", encoding="utf-8-sig") as handle:
-        yield rle_csv_reader(handle)
+        try:
+            yield rle_csv_reader(handle)
+        except (UnicodeDecodeError, csv.Error) as err:
+            raise DataError(f"{path}: not a UTF-8 text CSV ({err})") from None
 
 
 def _columns(path: Path, header, required) -> dict[str, int]:

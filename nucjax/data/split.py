@@ -1,4 +1,11 @@
-"""Image kinds, detected the reference report's way, and a fixed stratified split."""
+"""Image kinds, detected the reference report's way; acquisition groups
+(images of one experiment); and two fixed splits: stratified by kind, or
+by group, which holds out whole experiments.
+
+A random or stratified split puts images of one experiment on both sides
+and so rewards memorising it; images from other experiments, as in the
+DSB2018 test set, score far lower. The group split measures that case.
+"""
 
 from __future__ import annotations
 
@@ -76,10 +83,98 @@ def stratified_split(
     return Split(*(tuple(sorted(parts[p])) for p in ("train", "val", "test")))
 
 
-def split_samples(samples, val_fraction: float = 0.15, test_fraction: float = 0.0, seed: int = 0) -> tuple[list, list, list]:
+#: How far apart (in the look features) two images of one kind and size can be and still be one group.
+GROUP_DISTANCE = 0.5
+SPLITS = ("group", "stratified")
+
+
+def look_features(image: np.ndarray) -> np.ndarray:
+    """What tells experiments of one kind and size apart: log mean and log
+    spread of the grey image, and the mean of each colour channel (0..1)."""
+    grey = to_grey(image).astype(np.float32)
+    return np.array([np.log1p(grey.mean()), np.log1p(grey.std()), *(image[..., :3].reshape(-1, 3).mean(0) / 255)])
+
+
+def acquisition_groups(image_ids, images) -> dict[str, str]:
+    """{image id: group name}: images of one experiment share a group.
+
+    Images are first bucketed by kind and size (an experiment images with
+    one microscope and camera), then each bucket is clustered by look
+    (average linkage over look_features, cut at GROUP_DISTANCE). Names read
+    '<kind>-<h>x<w>-<n>', n counting the bucket's groups from the largest.
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    image_ids, images = list(image_ids), list(images)
+    buckets: dict[tuple, list[int]] = {}
+    for index, image in enumerate(images):
+        buckets.setdefault((image_kind(image), image.shape[:2]), []).append(index)
+    groups = {}
+    for (kind, (h, w)), members in sorted(buckets.items()):
+        members = sorted(members, key=lambda i: image_ids[i])
+        if len(members) > 1:
+            features = np.stack([look_features(images[i]) for i in members])
+            clusters = fcluster(linkage(features, "average"), GROUP_DISTANCE, "distance")
+        else:
+            clusters = np.ones(1, int)
+        # Number the clusters by size (largest first), ties by their first id: stable names.
+        order = sorted(set(clusters), key=lambda c: (-int((clusters == c).sum()), min(image_ids[m] for m, k in zip(members, clusters) if k == c)))
+        names = {c: f"{kind}-{h}x{w}-{n}" for n, c in enumerate(order, start=1)}
+        groups.update({image_ids[m]: names[c] for m, c in zip(members, clusters)})
+    return groups
+
+
+def group_split(image_ids, kinds, groups, val_fraction: float = 0.15, test_fraction: float = 0.0, seed: int = 0) -> Split:
+    """Split ids so that no group has images on two sides.
+
+    Within each kind, groups are ordered by a hash of (seed, group) and
+    given to test, then val, while the part holds fewer than its share of
+    the kind's images; a group that would overshoot its share by more than
+    half is passed over (the largest experiments stay in training). A kind
+    with two or more groups puts at least one in val. A kind with a single
+    group trains only: it cannot be held out from itself.
+    """
+    image_ids, kinds = list(image_ids), list(kinds)
+    if not (len(image_ids) == len(kinds) == len(groups) if not isinstance(groups, dict) else len(image_ids) == len(kinds)):
+        raise ValueError("need a kind and a group for every id")
+    group_of = groups if isinstance(groups, dict) else dict(zip(image_ids, groups))
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"fractions must be in [0, 1) and sum below 1, got val={val_fraction} test={test_fraction}")
+    parts = {"train": [], "val": [], "test": []}
+    for kind in sorted(set(kinds)):
+        members = [i for i, k in zip(image_ids, kinds) if k == kind]
+        by_group: dict[str, list[str]] = {}
+        for image_id in members:
+            by_group.setdefault(group_of[image_id], []).append(image_id)
+        order = sorted(by_group, key=lambda g: _rank(g, seed))
+        taken = set()
+        for part, fraction in (("test", test_fraction), ("val", val_fraction)):
+            target = len(members) * fraction
+            count = 0
+            for group in order:
+                if group in taken or count >= target or len(taken) == len(by_group) - 1:
+                    continue
+                size = len(by_group[group])
+                if count + size > 1.5 * target and not (part == "val" and count == 0 and size < len(members) / 2):
+                    continue
+                taken.add(group)
+                parts[part] += by_group[group]
+                count += size
+        parts["train"] += [i for g in order if g not in taken for i in by_group[g]]
+    return Split(*(tuple(sorted(parts[p])) for p in ("train", "val", "test")))
+
+
+def split_samples(samples, val_fraction: float = 0.15, test_fraction: float = 0.0, seed: int = 0,
+                  method: str = "stratified") -> tuple[list, list, list]:
     """(train, val, test) lists of samples (anything with .image_id and an
-    RGB .image), split by stratified_split over their image kinds."""
+    RGB .image): method 'stratified' (stratified_split over image kinds) or
+    'group' (group_split over acquisition_groups)."""
     samples = list(samples)
-    split = stratified_split([s.image_id for s in samples], [image_kind(s.image) for s in samples],
-                             val_fraction, test_fraction, seed)
-    return tuple([s for s in samples if s.image_id in set(ids)] for ids in (split.train, split.val, split.test))
+    ids, kinds = [s.image_id for s in samples], [image_kind(s.image) for s in samples]
+    if method == "group":
+        split = group_split(ids, kinds, acquisition_groups(ids, [s.image for s in samples]), val_fraction, test_fraction, seed)
+    elif method == "stratified":
+        split = stratified_split(ids, kinds, val_fraction, test_fraction, seed)
+    else:
+        raise ValueError(f"unknown split '{method}'; choose one of {', '.join(SPLITS)}")
+    return tuple([s for s in samples if s.image_id in set(part)] for part in (split.train, split.val, split.test))

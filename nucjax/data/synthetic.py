@@ -41,6 +41,11 @@ class SyntheticConfig:
             raise ValueError(f"synthetic images must be at least 16x16, got {self.sizes}")
 
 
+#: The small set the search's embedded default runs on: four trials fit in
+#: a few minutes on two cores.
+SEARCH_SMOKE = SyntheticConfig(n_images=24, seed=0, sizes=((128, 128), (96, 160)), size_weights=(1, 1))
+
+
 def image_kinds(config: SyntheticConfig) -> list[str]:
     """The kind of every image: quotas by largest remainder, so a small set
     still holds every kind with a positive weight, in a seeded order."""

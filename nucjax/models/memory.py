@@ -17,7 +17,7 @@ from nucjax.models.unet import EXTENDED_ARMS, UNetConfig
 
 BYTES = 4  # float32
 #: Training memory per image over activation_bytes: XLA's own buffer
-#: analysis stayed below 1 in every configuration measured (tests/test_memory.py).
+#: analysis stayed below 1 in every configuration measured (tests/test_unet.py).
 TRAINING_FACTOR = 1.0
 
 

@@ -1,7 +1,7 @@
 """python -m nucjax.train: train a U-Net on DSB2018 (or the synthetic set).
 
-Validates with the Kaggle metric after every epoch on a fixed stratified
-split, checkpoints every epoch into OUT/checkpoints (the best is kept),
+Validates with the Kaggle metric after every epoch on a fixed split
+(default: whole experiments held out; scores per kind and per group), checkpoints every epoch into OUT/checkpoints (the best is kept),
 resumes from OUT's latest checkpoint when OUT already holds a run, and
 writes the per-epoch prediction film to OUT/film.gif. The defaults are the
 settings that trained best on a 2-core CPU, so a bare run is a good run.
@@ -16,29 +16,54 @@ from pathlib import Path
 from nucjax.cli import data_command_parser, fail, load_data
 
 
+#: The flags that set one flat parameter (see nucjax.config.from_params):
+#: (flag, parameter, help). Defaults and choices come from the dataclasses.
+PARAMETER_FLAGS = (
+    ("--model", "model", "U-Net: standard or extended"),
+    ("--size", "size", "side of the training squares"),
+    ("--mode", "mode", "crop: crops of the (rescaled) image; resize: the report's whole-image resize"),
+    ("--diameter", "diameter", "canonical nucleus diameter (px) images are rescaled to with --scale auto"),
+    ("--scale-jitter", "scale_jitter", "random rescaling around the canonical diameter, 1 +- this"),
+    ("--preprocessing", "preprocessing", "reference: the report's grey and inversion; stain: haematoxylin density for colour images"),
+    ("--normalisation", "normalisation", "minmax (the report's stretch) or percentile (1 to 99.8)"),
+    ("--recolour", "recolour", "probability that an image also trains recoloured (stain jitter, grey, inversion, channel shuffle, tint)"),
+    ("--base-filters", "base_filters", "filters of the first level"),
+    ("--depth", "depth", "levels of the U-Net"),
+    ("--batch-size", "batch_size", None),
+    ("--steps-per-epoch", "steps_per_epoch", None),
+    ("--lr", "learning_rate", "peak learning rate"),
+    ("--schedule", "schedule", "cosine, constant or step"),
+    ("--loss", "loss", "bce_dice or bce"),
+    ("--dropout", "dropout", None),
+    ("--elastic", "elastic", "probability of an elastic deformation"),
+    ("--split", "split", "group: validate on whole experiments held out; stratified: a share of every kind"),
+    ("--val-fraction", "val_fraction", "validation share of each image kind"),
+    ("--seed", "seed", None),
+)
+#: Choices of the string parameters.
+CHOICES = {"model": ("standard", "extended"), "mode": ("crop", "resize"), "preprocessing": ("reference", "stain"),
+           "normalisation": ("minmax", "percentile"), "schedule": ("cosine", "constant", "step"),
+           "loss": ("bce_dice", "bce"), "split": ("group", "stratified")}
+
+
 def parse_args(argv=None):
+    from nucjax.config import default_params
+
+    defaults = default_params()
     parser = data_command_parser("nucjax.train", __doc__)
-    parser.add_argument("--model", choices=("standard", "extended"), default="standard", help="U-Net (default: %(default)s)")
-    parser.add_argument("--size", type=int, default=128, help="side of the training squares (default: %(default)s)")
-    parser.add_argument("--mode", choices=("crop", "resize"), default="crop",
-                        help="crop: native-resolution crops; resize: the report's whole-image resize (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, help="epochs (default: 12, or as many as fit --time-budget)")
+    for flag, key, text in PARAMETER_FLAGS:
+        default = defaults[key]
+        parser.add_argument(flag, dest=key, type=type(default), default=default, choices=CHOICES.get(key),
+                            help=f"{text + ' ' if text else ''}(default: %(default)s)")
+    parser.add_argument("--scale", choices=("auto", "native"), default="auto",
+                        help="auto: train on images rescaled to --diameter (prediction then estimates each image's "
+                             "scale); native: train on images as they are (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, help=f"epochs (default: {defaults['epochs']}, or as many as fit --time-budget)")
     parser.add_argument("--time-budget", type=float, help="minutes of training; ends cleanly, keeping the best checkpoint")
     parser.add_argument("--out", type=Path, default=Path("runs/train"), help="run folder (default: %(default)s)")
-    parser.add_argument("--base-filters", type=int, default=16, help="filters of the first level (default: %(default)s)")
-    parser.add_argument("--depth", type=int, default=4, help="levels of the U-Net (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=8, help="(default: %(default)s)")
-    parser.add_argument("--steps-per-epoch", type=int, default=200, help="(default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)")
-    parser.add_argument("--schedule", choices=("cosine", "constant", "step"), default="cosine", help="(default: %(default)s)")
-    parser.add_argument("--loss", choices=("bce_dice", "bce"), default="bce_dice", help="(default: %(default)s)")
     parser.add_argument("--no-border", action="store_true", help="train the body channel only")
-    parser.add_argument("--dropout", type=float, default=0.0, help="(default: %(default)s)")
     parser.add_argument("--no-batch-norm", action="store_true")
-    parser.add_argument("--elastic", type=float, default=0.3, help="probability of an elastic deformation (default: %(default)s)")
     parser.add_argument("--no-flips", action="store_true", help="no flips or 90-degree rotations")
-    parser.add_argument("--val-fraction", type=float, default=0.15, help="validation share of each image kind (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     args = parser.parse_args(argv)
     if args.time_budget is not None and args.time_budget <= 0:
         parser.error("--time-budget must be a positive number of minutes")
@@ -46,44 +71,46 @@ def parse_args(argv=None):
 
 
 def experiment_config(args):
-    from nucjax.augment import AugmentConfig
-    from nucjax.config import ExperimentConfig, TrainConfig
-    from nucjax.inputs import InputConfig
-    from nucjax.models.unet import UNetConfig
+    """The ExperimentConfig of the parsed flags, through the one translation."""
+    from nucjax.config import from_params
 
-    border = not args.no_border
-    return ExperimentConfig(
-        model=UNetConfig(args.model, args.depth, args.base_filters, not args.no_batch_norm, args.dropout, 2 if border else 1),
-        inputs=InputConfig(args.size, args.mode, border),
-        augment=AugmentConfig(flips=not args.no_flips, elastic=args.elastic),
-        train=TrainConfig(epochs=args.epochs or 12, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-                          learning_rate=args.lr, schedule=args.schedule, loss=args.loss, seed=args.seed,
-                          val_fraction=args.val_fraction),
-    )
+    params = {key: getattr(args, key) for _, key, _ in PARAMETER_FLAGS}
+    params.update(border=not args.no_border, batch_norm=not args.no_batch_norm, flips=not args.no_flips)
+    if args.scale == "native":
+        params["diameter"] = 0.0
+    if args.epochs:
+        params["epochs"] = args.epochs
+    return from_params(params)
 
 
 class Progress:
-    """One status line on stderr, redrawn in place on a terminal."""
+    """A tqdm bar of the current epoch's steps (on a terminal), and one line per epoch."""
 
     def __init__(self, steps_per_epoch: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=steps_per_epoch, unit="step", file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
         self.steps_per_epoch = steps_per_epoch
-        self.tty = sys.stderr.isatty()
-        self.last = "val -"
         self.started = time.monotonic()
 
     def step(self, step: int, loss: float) -> None:
-        if self.tty:
-            epoch = (step - 1) // self.steps_per_epoch + 1
-            sys.stderr.write(f"\repoch {epoch}  step {step}  loss {loss:.4f}  {self.last}   ")
-            sys.stderr.flush()
+        if self.bar.n >= self.steps_per_epoch:
+            self.bar.reset()
+        self.bar.set_description(f"epoch {(step - 1) // self.steps_per_epoch + 1}", refresh=False)
+        self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        self.bar.update()
 
     def epoch(self, result) -> None:
-        self.last = f"val {result.score:.4f}"
+        self.bar.reset()
         minutes = (time.monotonic() - self.started) / 60
         kinds = " ".join(f"{k} {v:.3f}" for k, v in result.scores_by_kind.items())
-        sys.stderr.write(("\r" if self.tty else "") + f"epoch {result.epoch}/{result.epochs}  loss {result.loss:.4f}  "
-                         f"val {result.score:.4f} ({kinds})  {result.images_per_s:.1f} img/s  {minutes:.1f} min"
-                         f"{'  (time budget reached)' if result.stopped_early else ''}\n")
+        groups = " ".join(f"{k} {v:.3f}" for k, v in result.scores_by_group.items())
+        self.bar.write(f"epoch {result.epoch}/{result.epochs}  loss {result.loss:.4f}  "
+                       f"val {result.score:.4f} ({kinds})  {result.images_per_s:.1f} img/s  {minutes:.1f} min"
+                       f"{'  (time budget reached)' if result.stopped_early else ''}\n  by group: {groups}", file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def main(argv=None) -> None:
@@ -100,7 +127,7 @@ def main(argv=None) -> None:
 
     dataset = load_data(args.data, args.strict, labelled=True)
     samples = dataset.samples
-    train, val, _ = split_samples(samples, config.train.val_fraction, seed=config.train.seed)
+    train, val, _ = split_samples(samples, config.train.val_fraction, seed=config.train.seed, method=config.train.split)
     if not train or not val:
         fail(f"need at least one training and one validation image; got {len(train)} and {len(val)} from {len(samples)} images")
     resumed = latest_checkpoint(args.out)
@@ -127,6 +154,8 @@ def main(argv=None) -> None:
         )
     except TrainingDiverged as err:
         fail(f"training diverged: {err}", status=3)
+    finally:
+        progress.close()
     frames = write_film(args.out / "film", args.out / "film.gif")
     best = best_checkpoint(args.out)
     print(f"film: {args.out / 'film.gif'} ({frames} epochs)")

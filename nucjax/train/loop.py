@@ -19,12 +19,12 @@ import optax
 from flax import nnx
 
 from nucjax.config import ExperimentConfig, TrainConfig
-from nucjax.data import image_kind
-from nucjax.inference import Predictor, predict_image
-from nucjax.inputs import model_inputs, training_batches
-from nucjax.metrics import image_score
+from nucjax.data import acquisition_groups, image_kind
+from nucjax.inference import Predictor
+from nucjax.inputs import training_batches, training_examples
 from nucjax.models.unet import build_model
-from nucjax.postprocess import calibrate, instances
+from nucjax.scale import resize_image
+from nucjax.segmenter import Model, Segmenter, calibrate_segmenter, labelled_maps, labelled_scores
 from nucjax.train.checkpoints import (
     CheckpointInfo,
     latest_checkpoint,
@@ -50,6 +50,7 @@ class EpochResult:
     loss: float
     score: float  # mean Kaggle score on the validation split
     scores_by_kind: dict
+    scores_by_group: dict  # acquisition group (see nucjax.data.split) -> mean score
     foreground: float  # share of validation pixels predicted as nucleus
     images_per_s: float
     seconds: float
@@ -88,20 +89,28 @@ def make_train_step(config: ExperimentConfig):
     return train_step
 
 
-def validation_maps(forward, examples, config: ExperimentConfig) -> list[np.ndarray]:
-    """Probability maps (H, W, K) of the validation examples at their original sizes."""
-    return [predict_image(forward, inputs, config.inputs, config.model.multiple) for inputs, _ in examples]
+def live_segmenter(forward, config: ExperimentConfig) -> Segmenter:
+    """The model being trained, as prediction will use it (its scale included)."""
+    return Segmenter.of([Model("training", None, config, float("nan"), forward)])
 
 
-def evaluate_maps(maps, truths, kinds, config: ExperimentConfig) -> tuple[dict, ExperimentConfig]:
-    """Calibrate post-processing on the maps, then score: (metrics, config
-    carrying the calibrated post-processing)."""
-    post, score = calibrate(maps, truths, config.postprocess)
-    scores = [image_score(t, instances(p, post)).score for p, t in zip(maps, truths)]
-    by_kind = {k: float(np.mean([s for s, kk in zip(scores, kinds) if kk == k])) for k in sorted(set(kinds))}
-    foreground = float(np.mean([(p[..., 0] > 0.5).mean() for p in maps]))
-    metrics = {"score": float(np.mean(scores)), "scores_by_kind": by_kind, "foreground": foreground}
-    return metrics, dataclasses.replace(config, postprocess=post)
+def mean_by(scores, keys) -> dict:
+    return {k: float(np.mean([s for s, kk in zip(scores, keys) if kk == k])) for k in sorted(set(keys))}
+
+
+def evaluate(segmenter: Segmenter, val_samples, kinds, groups, config: ExperimentConfig):
+    """Predict the validation images, calibrate post-processing on them, then
+    score each on its own pixels: (metrics, config carrying the calibrated
+    post-processing, probability maps at the images' sizes)."""
+    labelled = labelled_maps(segmenter, val_samples)
+    post, _ = calibrate_segmenter(segmenter, labelled, base=config.postprocess)
+    scores = labelled_scores(segmenter, labelled, post)
+    maps = [np.asarray(item.maps[0], np.float32) for item in labelled]
+    foreground = float(np.mean([(m[..., 0] > 0.5).mean() for m in maps]))
+    metrics = {"score": float(np.mean(scores)), "scores_by_kind": mean_by(scores, kinds),
+               "scores_by_group": mean_by(scores, groups), "foreground": foreground}
+    originals = [m if m.shape[:2] == s.image.shape[:2] else resize_image(m, s.image.shape[:2]) for m, s in zip(maps, val_samples)]
+    return metrics, dataclasses.replace(config, postprocess=post), originals
 
 
 def seconds_per_step(model, config: ExperimentConfig, examples, steps: int = 3) -> float:
@@ -158,17 +167,21 @@ def train_and_evaluate(
     if resume is not None:
         config = resume.config
     model = build_model(config.model, seed=config.train.seed)
-    train_examples = [(model_inputs(s.image, config.model.model), s.labels) for s in train_samples]
-    val_examples = [(model_inputs(s.image, config.model.model), s.labels) for s in val_samples]
+    val_samples = list(val_samples)
+    if not train_samples or not val_samples:
+        raise ValueError(f"need training and validation images, got {len(train_samples)} and {len(val_samples)}")
+    train_examples = training_examples(train_samples, config.model.model, config.inputs, config.augment, config.train.seed)
     val_kinds = [image_kind(s.image) for s in val_samples]
-    if not train_examples or not val_examples:
-        raise ValueError(f"need training and validation images, got {len(train_examples)} and {len(val_examples)}")
+    groups = acquisition_groups([s.image_id for s in val_samples], [s.image for s in val_samples])
+    val_groups = [groups[s.image_id] for s in val_samples]
 
     if resume is None and fit_epochs_to_budget and time_budget_s:
         step_seconds = seconds_per_step(model, config, train_examples)
-        val_pixels = sum(x.shape[0] * x.shape[1] for x, _ in val_examples)
+        val_pixels = sum(s.image.shape[0] * s.image.shape[1] for s in val_samples)
+        if config.inputs.rescales:
+            val_pixels *= 2  # a first pass estimates the scale, most images get a second
         remaining = time_budget_s - (time.monotonic() - start_time)
-        epochs = epochs_for_budget(config, step_seconds, val_pixels, remaining, len(val_examples))
+        epochs = epochs_for_budget(config, step_seconds, val_pixels, remaining, len(val_samples))
         config = config.replace(train={"epochs": epochs})
 
     optimizer = make_optimizer(model, config.train)
@@ -212,8 +225,7 @@ def train_and_evaluate(
         train_seconds = time.monotonic() - epoch_start
 
         val_start = time.monotonic()
-        maps = validation_maps(predictor.bind(model), val_examples, config)
-        metrics, config = evaluate_maps(maps, [labels for _, labels in val_examples], val_kinds, config)
+        metrics, config, maps = evaluate(live_segmenter(predictor.bind(model), config), val_samples, val_kinds, val_groups, config)
         val_seconds = time.monotonic() - val_start
         if metrics["foreground"] > ALL_FOREGROUND:
             raise TrainingDiverged(
@@ -233,6 +245,7 @@ def train_and_evaluate(
             loss=metrics["loss"],
             score=metrics["score"],
             scores_by_kind=metrics["scores_by_kind"],
+            scores_by_group=metrics["scores_by_group"],
             foreground=metrics["foreground"],
             images_per_s=len(losses) * config.train.batch_size / max(train_seconds, 1e-9),
             seconds=time.monotonic() - epoch_start,

@@ -1,0 +1,106 @@
+"""Benchmark: what each generalisation change is worth, under a split that
+holds out whole experiments and under the stratified one.
+
+Each configuration trains the default U-Net with the same time budget and
+seed on the training part of a split, then scores its best checkpoint on
+that split's validation images, by kind and by acquisition group. The
+configurations add one change at a time:
+
+    reference  native scale, the report's preprocessing, no recolouring (before)
+    +scale     images rescaled to the canonical nucleus diameter (and --scale auto)
+    +stain     haematoxylin density for colour images, percentile normalisation
+    +recolour  recoloured copies of training images (everything: the defaults)
+
+    python bench/generalise.py --data ../shared/data/dsb2018/stage1_train --minutes 10 \\
+        [--configs reference +scale +stain +recolour] [--splits group stratified] [--out bench/generalise.jsonl]
+
+A JSON line per run is appended to --out as each run ends, so a long run
+can be read as it goes. prediction_cost is the mean number of native-size
+passes an image costs (--scale auto: the first pass, plus the rescaled
+one when the scale is not kept at 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+#: Cumulative changes: each configuration is the previous one plus its own.
+CHANGES = {
+    "reference": {"diameter": 0.0, "preprocessing": "reference", "normalisation": "minmax", "recolour": 0.0},
+    "+scale": {"diameter": None},
+    "+stain": {"preprocessing": None, "normalisation": None},
+    "+recolour": {"recolour": None},
+}
+
+
+def config_params(name: str) -> dict:
+    """The flat params of a configuration: None means the default."""
+    from nucjax.config import default_params
+
+    defaults, params = default_params(), {}
+    for step, change in CHANGES.items():
+        params.update({k: defaults[k] if v is None else v for k, v in change.items()})
+        if step == name:
+            return params
+    raise SystemExit(f"unknown configuration '{name}'; choose from {', '.join(CHANGES)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget of each run")
+    parser.add_argument("--configs", nargs="+", default=list(CHANGES))
+    parser.add_argument("--splits", nargs="+", default=["group"], choices=("group", "stratified"))
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "generalise.jsonl")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/nucjax-generalise"))
+    args = parser.parse_args()
+
+    from nucjax.cli import load_data, use_compilation_cache
+
+    use_compilation_cache()
+    import numpy as np
+
+    from nucjax.config import from_params
+    from nucjax.data import split_samples
+    from nucjax.segmenter import Segmenter
+    from nucjax.train.checkpoints import best_checkpoint
+    from nucjax.train.loop import train_and_evaluate
+
+    samples = load_data(args.data, labelled=True).samples
+    for split in args.splits:
+        train, val, _ = split_samples(samples, 0.15, seed=0, method=split)
+        for name in args.configs:
+            config = from_params({**config_params(name), "split": split})
+            workdir = (args.workdir / f"{split}-{name}").absolute()
+            started = time.monotonic()
+            results = train_and_evaluate(config, train, val, workdir, time_budget_s=args.minutes * 60, fit_epochs_to_budget=True)
+            best = max(results, key=lambda r: r.score)
+            # The cost of --scale auto: model pixels per image against one native pass.
+            segmenter = Segmenter.load(best_checkpoint(workdir).path)
+            passes = []
+            for sample in val:
+                scale = segmenter.member_maps(sample.image)[0]
+                if segmenter.scale_mode() == "auto":  # the first, native pass, then the rescaled one unless kept
+                    passes.append(1.0 + (scale**2 if scale != 1.0 else 0.0))
+                else:
+                    passes.append(scale**2)
+            row = {"split": split, "config": name, "train_images": len(train), "val_images": len(val),
+                   "epochs": best.epochs, "best_epoch": best.epoch, "images_per_s": round(float(np.mean([r.images_per_s for r in results])), 1),
+                   "minutes": round((time.monotonic() - started) / 60, 1), "score": round(best.score, 4),
+                   "prediction_cost": round(float(np.mean(passes)), 2),
+                   **{f"kind:{k}": round(v, 4) for k, v in best.scores_by_kind.items()},
+                   **{f"group:{k}": round(v, 4) for k, v in best.scores_by_group.items()}}
+            print(json.dumps(row), flush=True)
+            with open(args.out, "a") as handle:
+                handle.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()

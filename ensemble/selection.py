@@ -1,0 +1,133 @@
+"""Choosing an ensemble's members and tuning how their maps become nuclei,
+on labelled validation maps: greedy forward selection, and the calibrated
+post-processing of every combination asked for.
+
+A plan is a Segmenter over some of the candidates, with its combination
+and calibrated post-processing; the first plan is the one submitted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nucjax.combine import COMBINATIONS
+from nucjax.segmenter import Segmenter, calibrate_segmenter, ensemble_postprocess
+
+SELECTIONS = ("greedy", "all")
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    combine: str = "mean"  # what scored best over mixed members in our comparison (README)
+    quorum: int | None = None  # intersect: members that must agree (default all)
+    select: str = "greedy"
+    compare: bool = False  # also every other combination, of the chosen members and of all candidates
+
+    def __post_init__(self):
+        if self.combine not in COMBINATIONS:
+            raise ValueError(f"unknown combination '{self.combine}'; choose one of {', '.join(COMBINATIONS)}")
+        if self.select not in SELECTIONS:
+            raise ValueError(f"unknown selection '{self.select}'; choose one of {', '.join(SELECTIONS)}")
+        if self.quorum is not None and self.quorum < 1:
+            raise ValueError(f"--quorum must be at least 1, got {self.quorum}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    members: tuple[int, ...]  # positions among the candidates
+    segmenter: Segmenter
+    score: float | None = None  # calibrated validation score, when calibrated
+
+
+def plan_name(method: str, group: tuple, candidates: int) -> str:
+    return f"{method} of {len(group)}" + (" (all)" if len(group) == candidates and candidates > 1 else "")
+
+
+def _plan(candidates: Segmenter, method: str, group: tuple, config: EnsembleConfig, postprocess, score=None) -> Plan:
+    models = tuple(candidates.models[i] for i in group)
+    quorum = config.quorum if config.quorum is not None and config.quorum <= len(group) else None
+    segmenter = candidates.replace(models=models, combine=method, quorum=quorum, postprocess=postprocess)
+    return Plan(plan_name(method, group, len(candidates.models)), group, segmenter, score)
+
+
+def greedy_selection(candidates: Segmenter, labelled, method: str, config: EnsembleConfig, base) -> tuple[list[int], object, float, list[str]]:
+    """Forward selection on labelled maps (Caruana et al., 2004): start from
+    the candidate with the best validation score, then try the others in
+    that order, keeping one only when the calibrated combination scores
+    higher. Returns (chosen positions, their post-processing, its score,
+    one line per candidate saying what happened)."""
+    models = candidates.models
+    order = sorted(range(len(models)), key=lambda i: -models[i].score)
+
+    def trial(indices):
+        quorum = config.quorum if config.quorum is not None and config.quorum <= len(indices) else None
+        return calibrate_segmenter(candidates.replace(combine=method, quorum=quorum), labelled, indices, base)
+
+    chosen = [order[0]]
+    post, score = trial(chosen)
+    log = [f"{models[order[0]].name}: alone {score:.4f}"]
+    for index in order[1:]:
+        candidate_post, candidate_score = trial(chosen + [index])
+        kept = candidate_score > score
+        log.append(f"{models[index].name}: {candidate_score:.4f} with it, {'kept' if kept else 'left out'}")
+        if kept:
+            chosen, post, score = chosen + [index], candidate_post, candidate_score
+    return sorted(chosen, key=order.index), post, score, log
+
+
+def calibrated_plans(candidates: Segmenter, labelled, config: EnsembleConfig) -> tuple[list[Plan], list[str]]:
+    """Plans tuned on labelled maps (see nucjax.segmenter.labelled_maps),
+    the one to submit first, and a log of the greedy choice. candidates is
+    a Segmenter over every candidate with ensemble=True."""
+    everyone = tuple(range(len(candidates.models)))
+    base = ensemble_postprocess(candidates.models)
+    plans, log = [], []
+    if config.select == "greedy" and len(everyone) > 1:
+        chosen, post, score, log = greedy_selection(candidates, labelled, config.combine, config, base)
+        chosen = tuple(chosen)
+        plans.append(_plan(candidates, config.combine, chosen, config, post, score))
+    else:
+        chosen = everyone
+    wanted = [(config.combine, chosen)]
+    if config.compare:
+        groups = [chosen] + ([everyone] if chosen != everyone else [])
+        wanted += [(method, group) for group in groups for method in COMBINATIONS if (method, group) not in wanted]
+    for method, group in wanted:
+        if any(p.members == group and p.segmenter.combine == method for p in plans):
+            continue
+        quorum = config.quorum if config.quorum is not None and config.quorum <= len(group) else None
+        post, score = calibrate_segmenter(candidates.replace(combine=method, quorum=quorum), labelled, group, base)
+        plans.append(_plan(candidates, method, group, config, post, score))
+    return plans, log
+
+
+def uncalibrated_plans(candidates: Segmenter, config: EnsembleConfig) -> list[Plan]:
+    """Plans over every candidate with the best one's post-processing
+    (one candidate alone: its own maps and settings, as nucjax.predict)."""
+    everyone = tuple(range(len(candidates.models)))
+    methods = [config.combine] + ([m for m in COMBINATIONS if m != config.combine] if config.compare else [])
+    return [_plan(candidates, method, everyone, config, candidates.postprocess) for method in methods]
+
+
+def plans_segment(candidates: Segmenter, plans: list[Plan], every_member: bool = False):
+    """A segment function for nucjax.segmenter.segment_folder: each image's
+    {plan name: labels}, the first plan's submitted; with every_member, also
+    each candidate alone (its own maps and post-processing). Only the
+    models some outcome needs predict, each once per image."""
+    needed = candidates.models if every_member else tuple(dict.fromkeys(m for p in plans for m in p.segmenter.models))
+    predicting = candidates.replace(models=needed)
+    position = {id(m): i for i, m in enumerate(needed)}
+
+    def segment(image):
+        scale, maps = predicting.member_maps(image)
+        outcomes = {}
+        for plan in plans:
+            picked = [maps[position[id(m)]] for m in plan.segmenter.models]
+            outcomes[plan.name] = plan.segmenter.labels(image, scale, plan.segmenter.combined(picked))
+        if every_member:
+            for model, found in zip(needed, maps):
+                outcomes[model.name] = predicting.labels(image, scale, found, model.config.postprocess)
+        return outcomes
+
+    return segment

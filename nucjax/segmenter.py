@@ -1,0 +1,336 @@
+"""Segmenting images from Python: a Segmenter turns an RGB image into one
+label per nucleus, with one model or an ensemble, at the nucleus scale
+each model was trained for.
+
+    from nucjax import Segmenter, read_image
+    segmenter = Segmenter.load("runs/train")  # checkpoint, run, experiment or list of checkpoints
+    labels = segmenter.segment(read_image("cells.png"))  # (H, W) int32, 0 is background
+
+This is the one path from checkpoint to probability maps: the prediction
+commands, ensembles and the training loop's validation all go through
+Model.maps and Segmenter.member_maps.
+
+Scale (see nucjax.scale): 'native' predicts images as they are; a number
+rescales every image by it; 'auto' estimates the median nucleus diameter
+with a first pass of the first model at native scale, rescales the image
+so its nuclei have the diameter each model was trained at, and keeps the
+first pass when that scale is close to 1. 'model' (the default) is 'auto'
+for models trained at a canonical diameter, 'native' for the others.
+Post-processing runs once on the combined maps at the working scale (the
+first model's) and the labels are mapped back to every original pixel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from nucjax.combine import combine, group_quorum
+from nucjax.config import ExperimentConfig
+from nucjax.postprocess import PostprocessConfig, instances
+from nucjax.scale import NATIVE_DIAMETER, median_diameter, resize_image, resize_labels, scale_to, scaled_shape, snapped
+
+SCALE_MODES = ("model", "native", "auto")
+
+
+def parse_scale(value) -> str | float:
+    """'model', 'native', 'auto' or a positive factor; ValueError otherwise."""
+    if isinstance(value, str) and value in SCALE_MODES:
+        return value
+    try:
+        factor = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"scale must be one of {', '.join(SCALE_MODES)} or a positive number, got '{value}'") from None
+    if not factor > 0 or not np.isfinite(factor):
+        raise ValueError(f"a scale factor must be a positive number, got {value}")
+    return factor
+
+
+@dataclass(frozen=True)
+class Model:
+    """One trained U-Net: its config (with calibrated post-processing) and
+    forward, (B, H, W, C) float32 -> (B, H, W, K) probabilities."""
+
+    name: str
+    path: Path | None
+    config: ExperimentConfig
+    score: float  # its validation score when it was trained
+    forward: Callable
+
+    @property
+    def threshold(self) -> float:
+        return self.config.postprocess.threshold
+
+    @property
+    def diameter(self) -> float:
+        """The nucleus diameter (px) the model saw most in training."""
+        inputs = self.config.inputs
+        return inputs.diameter if inputs.rescales else NATIVE_DIAMETER
+
+    def inputs(self, image: np.ndarray) -> np.ndarray:
+        from nucjax.inputs import model_inputs
+
+        return model_inputs(image, self.config.model.model, self.config.inputs)
+
+    def maps(self, inputs: np.ndarray, scale: float = 1.0, tta: bool = False) -> np.ndarray:
+        """(h, w, K) probabilities of an image's model inputs rescaled by scale."""
+        from nucjax.inference import predict_image
+
+        if scale != 1.0:
+            inputs = resize_image(inputs, scaled_shape(inputs.shape[:2], scale))
+        return predict_image(self.forward, inputs, self.config.inputs, self.config.model.multiple, tta)
+
+
+def model_name(path: Path) -> str:
+    """trial/checkpoint, or run/epoch: short and unique within an ensemble."""
+    path = Path(path)
+    parent = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return f"{parent.name}/{path.name}"
+
+
+def load_model(path: Path) -> Model:
+    """A Model from a checkpoint folder (or a training run: its best);
+    CheckpointError when it cannot be used."""
+    from nucjax.inference import Predictor
+    from nucjax.train.checkpoints import load_model as load_checkpoint
+
+    network, info = load_checkpoint(path)
+    return Model(model_name(info.path), info.path, info.config, info.score, Predictor(network).bind(network))
+
+
+def ensemble_postprocess(models) -> PostprocessConfig:
+    """An uncalibrated ensemble's post-processing: the best model's, with the
+    body threshold at 0.5, where combine puts every model's own threshold."""
+    best = max(models, key=lambda m: m.score)
+    config = dataclasses.replace(best.config.postprocess, threshold=0.5)
+    if min(m.config.model.out_channels for m in models) < 2 and config.method == "border":
+        config = dataclasses.replace(config, method="auto")
+    return config
+
+
+@dataclass(frozen=True)
+class Segmenter:
+    """Models and how their maps become nuclei. One model: its own maps and
+    calibrated post-processing. Several (or ensemble=True): each model's
+    map rescaled so its threshold sits at 0.5, combined (see
+    nucjax.combine), and post-processed once with `postprocess`."""
+
+    models: tuple[Model, ...]
+    postprocess: PostprocessConfig
+    combine: str = "mean"
+    quorum: int | None = None
+    scale: str | float = "model"
+    tta: bool = False
+    ensemble: bool = False  # combine even one model's map (its post-processing was tuned on combined maps)
+
+    def __post_init__(self):
+        if not self.models:
+            raise ValueError("a Segmenter needs at least one model")
+        object.__setattr__(self, "models", tuple(self.models))
+        object.__setattr__(self, "scale", parse_scale(self.scale))
+
+    @classmethod
+    def of(cls, models, postprocess: PostprocessConfig | None = None, **options) -> "Segmenter":
+        """A Segmenter of loaded models; postprocess defaults to the one
+        model's own, or ensemble_postprocess for several."""
+        models = tuple(models)
+        options.setdefault("ensemble", len(models) > 1)
+        if postprocess is None:
+            postprocess = ensemble_postprocess(models) if options["ensemble"] else models[0].config.postprocess
+        return cls(models, postprocess, **options)
+
+    @classmethod
+    def load(cls, path, **options) -> "Segmenter":
+        """From a checkpoint, a training run (its best checkpoint), a search
+        experiment (the ensemble ensemble.predict chose for it, else its
+        best checkpoint) or a list of checkpoints (their mean).
+
+        options: combine, quorum, scale, tta. Raises CheckpointError or
+        ExperimentError naming what could not be used.
+        """
+        from nucjax.experiment import is_experiment, read_experiment
+
+        if isinstance(path, (list, tuple)):
+            return cls.of([load_model(p) for p in path], **options)
+        if is_experiment(path):
+            experiment = read_experiment(path)
+            plan = experiment.read_ensemble()
+            if plan is None:
+                return cls.of([load_model(experiment.best_checkpoint())], **options)
+            models = [load_model(p) for p in plan["members"]]
+            settings = {"combine": plan["combine"], "quorum": plan.get("quorum"), "ensemble": True, **options}
+            return cls.of(models, PostprocessConfig(**plan["postprocess"]), **settings)
+        return cls.of([load_model(path)], **options)
+
+    def replace(self, **changes) -> "Segmenter":
+        return dataclasses.replace(self, **changes)
+
+    def scale_mode(self) -> str | float:
+        """'native', 'auto' or a factor: 'model' resolved by the first model."""
+        if self.scale != "model":
+            return self.scale
+        return "auto" if self.models[0].config.inputs.rescales else "native"
+
+    def estimate_diameter(self, image: np.ndarray, inputs: np.ndarray | None = None) -> tuple[float | None, np.ndarray]:
+        """(median nucleus diameter in px or None when nothing is found, the
+        first model's maps at native scale it was measured on)."""
+        first = self.models[0]
+        first_pass = first.maps(first.inputs(image) if inputs is None else inputs, 1.0, self.tta)
+        return median_diameter(instances(first_pass, first.config.postprocess)), first_pass
+
+    def member_maps(self, image: np.ndarray) -> tuple[float, list[np.ndarray]]:
+        """(working scale, every model's (h, w, K) maps at that scale) for
+        an (H, W, 3) uint8 image."""
+        mode = self.scale_mode()
+        first = self.models[0]
+        cache: dict = {}
+
+        def inputs_of(model):
+            key = (model.config.model.model, model.config.inputs.preprocessing, model.config.inputs.normalisation)
+            if key not in cache:
+                cache[key] = model.inputs(image)
+            return cache[key]
+
+        first_pass, diameter = None, None
+        if mode == "auto":
+            diameter, first_pass = self.estimate_diameter(image, inputs_of(first))
+        working = snapped(scale_to(diameter, first.diameter)) if mode == "auto" else (1.0 if mode == "native" else mode)
+        shape = scaled_shape(image.shape[:2], working)
+        maps = []
+        for model in self.models:
+            scale = working if model is first or mode != "auto" else snapped(scale_to(diameter, model.diameter))
+            if model is first and scale == 1.0 and first_pass is not None:
+                found = first_pass
+            else:
+                found = model.maps(inputs_of(model), scale, self.tta)
+            maps.append(found if found.shape[:2] == shape else resize_image(found, shape))
+        return working, maps
+
+    def combined(self, maps: list[np.ndarray], models=None) -> np.ndarray:
+        """One map from the maps of `models` (default: all), in their order."""
+        models = self.models if models is None else models
+        if len(models) == 1 and not self.ensemble:
+            return maps[0]
+        return combine(maps, [m.threshold for m in models], self.combine, group_quorum(self.quorum, len(models)))
+
+    def labels(self, image: np.ndarray, scale: float, maps: np.ndarray, postprocess: PostprocessConfig | None = None) -> np.ndarray:
+        """Nuclei of combined maps at the working scale, on the image's own pixels."""
+        picture = image if scale == 1.0 else resize_image(image, maps.shape[:2])
+        found = instances(maps, postprocess or self.postprocess, picture)
+        return found if scale == 1.0 else resize_labels(found, image.shape[:2])
+
+    def probabilities(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, K) combined probabilities (body, then border) at the image's size."""
+        scale, maps = self.member_maps(image)
+        combined = self.combined(maps)
+        return combined if scale == 1.0 else resize_image(combined, image.shape[:2])
+
+    def segment(self, image: np.ndarray) -> np.ndarray:
+        """(H, W) int32 labels of an (H, W, 3) uint8 RGB image: 0 background, 1..n nuclei."""
+        scale, maps = self.member_maps(image)
+        return self.labels(image, scale, self.combined(maps))
+
+
+EMPTY = np.zeros((1, 1), np.int32)  # an unreadable image's prediction: one empty row
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image of a folder: its labels (EMPTY when it could not be read,
+    then error says why), the other outcomes a segment function gave, and
+    their Kaggle scores where the truth is known."""
+
+    image_id: str
+    labels: np.ndarray
+    image: np.ndarray | None = None
+    truth: np.ndarray | None = None
+    outcomes: dict | None = None
+    scores: dict | None = None
+    error: str | None = None
+    notes: tuple = ()
+
+
+def segment_folder(segment, sources: Iterable, *, strict: bool = False, truths: dict | None = None) -> Iterator[ImageResult]:
+    """Segment every image of `sources` (nucjax.data SampleSource), in order.
+
+    segment(image) returns labels, or {name: labels} whose first entry is
+    the one submitted (the others are scored too). An unreadable image
+    gives an ImageResult with EMPTY labels and the reason, or, with
+    strict, a DataError naming it. The truth is truths[image_id] when
+    truths is given, else the image's own masks.
+    """
+    from nucjax.data import DataError
+    from nucjax.data.kaggle import load_sample
+    from nucjax.metrics import image_score
+
+    for source in sources:
+        try:
+            sample, notes = load_sample(source, labelled=None)
+        except DataError as err:
+            if strict:
+                raise DataError(f"{err} (strict mode: fix or remove it)") from None
+            yield ImageResult(source.image_id, EMPTY, error=str(err))
+            continue
+        if strict and notes:
+            raise DataError(f"{notes[0]} (strict mode: fix or remove it)")
+        outcome = segment(sample.image)
+        outcomes = outcome if isinstance(outcome, dict) else {"": outcome}
+        truth = truths.get(sample.image_id) if truths is not None else sample.labels
+        scores = {name: image_score(truth, labels).score for name, labels in outcomes.items()} if truth is not None else {}
+        yield ImageResult(sample.image_id, next(iter(outcomes.values())), sample.image, truth, outcomes, scores,
+                          notes=tuple(str(n) for n in notes))
+
+
+@dataclass(frozen=True)
+class LabelledMaps:
+    """A labelled image's member maps at the working scale, for calibration."""
+
+    image: np.ndarray
+    truth: np.ndarray
+    scale: float
+    maps: list
+
+    @property
+    def working_truth(self) -> np.ndarray:
+        return resize_labels(self.truth, self.maps[0].shape[:2])
+
+
+def labelled_maps(segmenter: Segmenter, samples, on_image=None) -> list[LabelledMaps]:
+    """Every labelled sample's member maps (float16: half the memory)."""
+    found = []
+    for i, sample in enumerate(samples, start=1):
+        scale, maps = segmenter.member_maps(sample.image)
+        found.append(LabelledMaps(sample.image, sample.labels, scale, [m.astype(np.float16) for m in maps]))
+        if on_image is not None:
+            on_image(i)
+    return found
+
+
+def calibrate_segmenter(segmenter: Segmenter, labelled: list[LabelledMaps], members=None,
+                        base: PostprocessConfig | None = None) -> tuple[PostprocessConfig, float]:
+    """(post-processing tuned on the labelled maps, its mean Kaggle score)
+    for the combination of the models at positions `members` (default all).
+    Tuned at the working scale, against the truth mapped there."""
+    from nucjax.postprocess import calibrate
+
+    members = list(range(len(segmenter.models))) if members is None else list(members)
+    models = [segmenter.models[i] for i in members]
+    combined = [segmenter.combined([np.asarray(item.maps[i], np.float32) for i in members], models) for item in labelled]
+    if base is None:
+        base = ensemble_postprocess(models) if segmenter.ensemble or len(models) > 1 else models[0].config.postprocess
+    return calibrate(combined, [item.working_truth for item in labelled], base)
+
+
+def labelled_scores(segmenter: Segmenter, labelled: list[LabelledMaps], postprocess: PostprocessConfig) -> list[float]:
+    """Each image's Kaggle score on its own pixels with that post-processing."""
+    from nucjax.metrics import image_score
+
+    scores = []
+    for item in labelled:
+        combined = segmenter.combined([np.asarray(m, np.float32) for m in item.maps])
+        scores.append(image_score(item.truth, segmenter.labels(item.image, item.scale, combined, postprocess)).score)
+    return scores

@@ -1,0 +1,123 @@
+"""Nucleus scale: diameters, rescaling and its exact way back, and the
+Segmenter's --scale modes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nucjax.scale import median_diameter, resize_labels, scale_to, scaled_shape, snapped
+
+
+def disc_labels(shape, diameter: float, spacing: float = 2.2, seed: int = 0) -> np.ndarray:
+    """Separate discs of one diameter on a jittered grid, as a label image."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, np.int32)
+    step = int(diameter * spacing)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    label = 0
+    for cy in range(step // 2, shape[0] - step // 2, step):
+        for cx in range(step // 2, shape[1] - step // 2, step):
+            y, x = cy + rng.uniform(-0.1, 0.1) * step, cx + rng.uniform(-0.1, 0.1) * step
+            label += 1
+            labels[(yy - y) ** 2 + (xx - x) ** 2 <= (diameter / 2) ** 2] = label
+    return labels
+
+
+def bright_image(labels: np.ndarray) -> np.ndarray:
+    """Fluorescence-like RGB: nuclei at 200 on a background of 20, some noise."""
+    rng = np.random.default_rng(1)
+    grey = np.where(labels > 0, 200.0, 20.0) + rng.normal(0, 4, labels.shape)
+    return np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def brightness_model(config=None):
+    """A stand-in model whose body probability is the input's brightness: a
+    perfect one for bright_image, to test the estimation around the model."""
+    from nucjax.config import ExperimentConfig
+    from nucjax.postprocess import PostprocessConfig
+    from nucjax.segmenter import Model
+
+    def forward(x):
+        return np.concatenate([x[..., :1], np.zeros_like(x[..., :1])], axis=-1)
+
+    config = config or ExperimentConfig(postprocess=PostprocessConfig(method="cc", threshold=0.5, min_size=3))
+    return Model("brightness", None, config, 0.0, forward)
+
+
+@pytest.mark.parametrize("diameter", [8, 16, 32, 48])
+def test_the_estimated_diameter_is_within_15_percent(diameter):
+    from nucjax.segmenter import Segmenter
+
+    labels = disc_labels((320, 384), diameter)
+    estimated, first_pass = Segmenter.of([brightness_model()]).estimate_diameter(bright_image(labels))
+    assert first_pass.shape == (320, 384, 2)
+    assert abs(estimated - diameter) <= 0.15 * diameter
+    assert abs(median_diameter(labels) - diameter) <= 0.05 * diameter  # the truth's own, from areas
+
+
+@pytest.mark.parametrize("scale", [0.5, 0.7, 1.3, 2.0, 3.0])
+def test_labels_rescaled_and_mapped_back_keep_shape_and_area(scale):
+    labels = disc_labels((150, 170), 24, seed=3)
+    small = resize_labels(labels, scaled_shape(labels.shape, scale))
+    back = resize_labels(small, labels.shape)
+    assert back.shape == labels.shape and back.dtype == np.int32
+    before, after = np.bincount(labels.ravel())[1:], np.bincount(back.ravel(), minlength=labels.max() + 1)[1:]
+    assert np.all(np.abs(after - before) <= 0.10 * before)
+
+
+def test_an_integer_upscale_maps_back_to_every_original_pixel():
+    labels = disc_labels((37, 53), 9, seed=2)
+    up = resize_labels(labels, scaled_shape(labels.shape, 3.0))
+    np.testing.assert_array_equal(up[1::3, 1::3], labels)  # the centre of each 3 x 3 block: no shift
+    np.testing.assert_array_equal(resize_labels(up, labels.shape), labels)
+
+
+def test_scale_factors_are_bounded_and_snapped():
+    assert scale_to(None, 16) == 1.0 and scale_to(0, 16) == 1.0
+    assert scale_to(48, 16) == pytest.approx(1 / 3) and scale_to(1, 16) == 3.0 and scale_to(400, 16) == 0.2
+    assert snapped(1.1) == 1.0 and snapped(0.9) == 1.0 and snapped(1.3) == 1.3
+
+
+def test_segmenter_scales_map_labels_back_to_the_original_grid():
+    from nucjax.segmenter import Segmenter
+
+    labels = disc_labels((96, 128), 40, seed=4)
+    image = bright_image(labels)
+    native = Segmenter.of([brightness_model()], scale="native")
+    auto = native.replace(scale="auto")
+    halved = native.replace(scale=0.5)
+    assert auto.member_maps(image)[0] == pytest.approx(18.0 / 40, rel=0.1)  # a native model's diameter: 18 px
+    for segmenter in (native, auto, halved):
+        found = segmenter.segment(image)
+        assert found.shape == labels.shape and found.dtype == np.int32
+        assert found.max() == labels.max()
+        assert segmenter.probabilities(image).shape == labels.shape + (2,)
+
+
+def test_an_image_with_no_nucleus_keeps_scale_one():
+    from nucjax.segmenter import Segmenter
+
+    empty = np.full((64, 64, 3), 20, np.uint8)
+    scale, maps = Segmenter.of([brightness_model()], scale="auto").member_maps(empty)
+    assert scale == 1.0 and maps[0].shape == (64, 64, 2)
+
+
+def test_a_scale_past_the_tiling_limit_is_tiled_not_refused(monkeypatch):
+    from nucjax import inference
+    from nucjax.segmenter import Segmenter
+
+    monkeypatch.setattr(inference, "WHOLE_PIXELS", 100 * 100)  # a small limit stands in for a huge image
+    labels = disc_labels((60, 70), 12, seed=5)
+    found = Segmenter.of([brightness_model()], scale=3.0).segment(bright_image(labels))
+    assert found.shape == labels.shape and found.max() == labels.max()
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "big"])
+def test_a_scale_of_zero_or_below_is_refused_with_a_message(value, tiny_run, tmp_path, capsys):
+    from nucjax import predict
+
+    with pytest.raises(SystemExit) as stop:
+        predict.main(["--checkpoint", str(tiny_run), "--scale", value, "--out", str(tmp_path / "s.csv")])
+    assert stop.value.code == 2
+    assert "--scale" in capsys.readouterr().err
