@@ -70,9 +70,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from nucjax.cli import use_compilation_cache
+    from nucjax.cli import use_jax_environment
 
-    use_compilation_cache()
+    use_jax_environment()
     from nucjax.data import DataError
     from nucjax.experiment import ExperimentError
     from nucjax.train.checkpoints import CheckpointError

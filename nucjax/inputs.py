@@ -30,15 +30,16 @@ class InputConfig:
     preprocessing, normalisation: how the nucleus channel is made (see
     preprocess.nucleus_channel). diameter: crop mode only; when positive,
     every training image is rescaled so its median nucleus is this many
-    px across (times a random factor within 1 +- scale_jitter, log-uniform),
-    and prediction rescales images to it; 0 keeps native resolution."""
+    px across, or keep theirs when smaller (see nucjax.scale), times a
+    random factor within 1 +- scale_jitter, log-uniform; prediction does the
+    same. 0 keeps native resolution."""
 
     size: int = 128
     mode: str = "crop"
     border: bool = True
     preprocessing: str = "stain"
     normalisation: str = "percentile"
-    diameter: float = 16.0
+    diameter: float = 20.0
     scale_jitter: float = 0.25
 
     def __post_init__(self):

@@ -51,9 +51,9 @@ def split_part(sources, part: str, train_config):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from nucjax.cli import image_sources, predict_folder, use_compilation_cache
+    from nucjax.cli import image_sources, predict_folder, use_jax_environment
 
-    use_compilation_cache()
+    use_jax_environment()
     from nucjax.segmenter import Segmenter
     from nucjax.train.checkpoints import CheckpointError
 

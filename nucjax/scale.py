@@ -3,10 +3,21 @@ their nuclei have one canonical diameter, with an exact way back.
 
 Experiments differ more in nucleus size (8 to 90 px across DSB2018) than a
 U-Net trained on native crops can absorb. A model trained with a canonical
-diameter D sees every training image rescaled so its median nucleus is D
-px across; at prediction the diameter of an unlabelled image is estimated
-from a first pass, the image is rescaled to D, segmented, and the labels
-are mapped back to the original pixel grid.
+diameter D sees every training image whose median nucleus is larger than
+D shrunk so it is D px across (smaller nuclei keep their size: enlarging
+would cost a pass of several times the pixels for little gain); at
+prediction the diameter of an unlabelled image is estimated from a first
+pass, the image is shrunk the same way, segmented, and the labels are
+mapped back to the original pixel grid.
+
+The first pass is a small pyramid (scales 1, 1/2, 1/4: 1.3 times a native
+pass): a model fragments nuclei much larger than it was trained on, so a
+native pass alone would call them small. Fragments only ever make nuclei
+look smaller, so of the levels whose nuclei look about the trained size
+in their own pixels (0.8 D to 1.5 D), the one that finds the largest
+speaks; a wider band lets touching small nuclei, merged at a coarse
+level, pass for large ones (measured on validation images of both splits:
+bench/generalise.py's notes in the README).
 """
 
 from __future__ import annotations
@@ -20,8 +31,14 @@ import numpy as np
 #: training set (664 images): the scale a model trained on native crops saw
 #: most, used as its target when it is asked to rescale (--scale auto).
 NATIVE_DIAMETER = 18.0
-#: Scale factors are kept within these bounds, whatever the estimate says.
-SMALLEST_SCALE, LARGEST_SCALE = 0.2, 3.0
+#: Scale factors are kept within these bounds, whatever the estimate says:
+#: images are shrunk, never enlarged.
+SMALLEST_SCALE, LARGEST_SCALE = 0.1, 1.0
+#: The first pass's pyramid, and the smallest image side a level may have.
+PYRAMID = (1.0, 0.5, 0.25)
+SMALLEST_LEVEL = 48
+#: Diameters (as a share of the trained one) at which a level sees nuclei about as it was trained.
+PLAUSIBLE = (0.8, 1.5)
 #: An estimated scale this close to 1 (as a ratio) keeps the first pass:
 #: training jitters the scale by more, so a second pass would add nothing.
 KEEP_NATIVE_WITHIN = 1.15
@@ -46,6 +63,28 @@ def scale_to(diameter: float | None, target: float) -> float:
     if not diameter or diameter <= 0 or target <= 0:
         return 1.0
     return float(min(max(target / diameter, SMALLEST_SCALE), LARGEST_SCALE))
+
+
+def pyramid(shape: tuple[int, int]) -> tuple[float, ...]:
+    """The first-pass scales for an image of shape: PYRAMID's levels whose
+    smaller side stays at least SMALLEST_LEVEL px (always 1)."""
+    return tuple(s for s in PYRAMID if s == 1.0 or min(shape) * s >= SMALLEST_LEVEL)
+
+
+def pyramid_diameter(found: dict[float, float | None], target: float) -> float | None:
+    """The diameter (original px) from {level scale: median diameter found
+    at that level, in its px}: the largest of those found at a plausible
+    size (PLAUSIBLE times target); when none is, the one closest to target
+    (in ratio); None when no level found anything."""
+    seen = {scale: d for scale, d in found.items() if d}
+    if not seen:
+        return None
+    low, high = PLAUSIBLE
+    plausible = [d / scale for scale, d in seen.items() if low * target <= d <= high * target]
+    if plausible:
+        return max(plausible)
+    scale = min(seen, key=lambda s: (abs(math.log(seen[s] / target)), -s))
+    return seen[scale] / scale
 
 
 def snapped(scale: float, within: float = KEEP_NATIVE_WITHIN) -> float:

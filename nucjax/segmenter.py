@@ -12,9 +12,9 @@ Model.maps and Segmenter.member_maps.
 
 Scale (see nucjax.scale): 'native' predicts images as they are; a number
 rescales every image by it; 'auto' estimates the median nucleus diameter
-with a first pass of the first model at native scale, rescales the image
-so its nuclei have the diameter each model was trained at, and keeps the
-first pass when that scale is close to 1. 'model' (the default) is 'auto'
+with a first pass of the first model (a small pyramid), shrinks an image
+whose nuclei are larger than the diameter each model was trained at down
+to it, and keeps the native first pass when that scale is close to 1. 'model' (the default) is 'auto'
 for models trained at a canonical diameter, 'native' for the others.
 Post-processing runs once on the combined maps at the working scale (the
 first model's) and the labels are mapped back to every original pixel.
@@ -32,7 +32,17 @@ import numpy as np
 from nucjax.combine import combine, group_quorum
 from nucjax.config import ExperimentConfig
 from nucjax.postprocess import PostprocessConfig, instances
-from nucjax.scale import NATIVE_DIAMETER, median_diameter, resize_image, resize_labels, scale_to, scaled_shape, snapped
+from nucjax.scale import (
+    NATIVE_DIAMETER,
+    median_diameter,
+    pyramid,
+    pyramid_diameter,
+    resize_image,
+    resize_labels,
+    scale_to,
+    scaled_shape,
+    snapped,
+)
 
 SCALE_MODES = ("model", "native", "auto")
 
@@ -177,10 +187,17 @@ class Segmenter:
 
     def estimate_diameter(self, image: np.ndarray, inputs: np.ndarray | None = None) -> tuple[float | None, np.ndarray]:
         """(median nucleus diameter in px or None when nothing is found, the
-        first model's maps at native scale it was measured on)."""
+        first model's maps at native scale). The first model predicts a
+        small pyramid (see nucjax.scale); the level where the nuclei look
+        the size it was trained at gives the estimate."""
         first = self.models[0]
-        first_pass = first.maps(first.inputs(image) if inputs is None else inputs, 1.0, self.tta)
-        return median_diameter(instances(first_pass, first.config.postprocess)), first_pass
+        inputs = first.inputs(image) if inputs is None else inputs
+        found, first_pass = {}, None
+        for scale in pyramid(image.shape[:2]):
+            maps = first.maps(inputs, scale, self.tta)
+            first_pass = maps if scale == 1.0 else first_pass
+            found[scale] = median_diameter(instances(maps, first.config.postprocess))
+        return pyramid_diameter(found, first.diameter), first_pass
 
     def member_maps(self, image: np.ndarray) -> tuple[float, list[np.ndarray]]:
         """(working scale, every model's (h, w, K) maps at that scale) for

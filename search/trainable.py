@@ -36,18 +36,18 @@ def experiment_config(params: dict, device_bytes: int | None = None):
 
 
 def trial_environment(cpus: float, gpus: float) -> dict:
-    """Environment variables a trial needs before JAX starts; the
-    compilation cache is the driver's (per node on a cluster)."""
-    from nucjax.cli import compilation_cache_environment
+    """Environment variables a trial needs before JAX starts: the
+    driver's compilation cache (per node on a cluster), the CPU
+    convolution flag (nucjax.cli.jax_environment), the GPU memory share."""
+    from nucjax.cli import jax_environment
 
-    env = {**compilation_cache_environment(), "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    single_thread = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" if cpus <= 1 else ""
+    env = {**jax_environment(xla_flags=single_thread), "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
     if gpus:
         # Never the whole card: a trial with a fraction of a GPU gets that share of its memory.
         env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{min(gpus, 1.0) * 0.9:.3f}"
     else:
         env["JAX_PLATFORMS"] = "cpu"
-    if cpus <= 1:
-        env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     return env
 
 

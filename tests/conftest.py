@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nucjax.cli import use_compilation_cache
+from nucjax.cli import use_jax_environment
 
-# One JAX compilation cache for every test process, set before JAX loads.
-use_compilation_cache(Path(__file__).resolve().parents[1] / ".jax_cache")
+# One JAX compilation cache (and the CPU convolution flag) for every test process, set before JAX loads.
+use_jax_environment(Path(__file__).resolve().parents[1] / ".jax_cache")
 
 import pytest  # noqa: E402
 

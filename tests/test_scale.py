@@ -75,7 +75,8 @@ def test_an_integer_upscale_maps_back_to_every_original_pixel():
 
 def test_scale_factors_are_bounded_and_snapped():
     assert scale_to(None, 16) == 1.0 and scale_to(0, 16) == 1.0
-    assert scale_to(48, 16) == pytest.approx(1 / 3) and scale_to(1, 16) == 3.0 and scale_to(400, 16) == 0.2
+    assert scale_to(48, 16) == pytest.approx(1 / 3) and scale_to(400, 16) == 0.1
+    assert scale_to(8, 16) == 1.0  # smaller nuclei keep their size: images are never enlarged
     assert snapped(1.1) == 1.0 and snapped(0.9) == 1.0 and snapped(1.3) == 1.3
 
 
@@ -87,12 +88,25 @@ def test_segmenter_scales_map_labels_back_to_the_original_grid():
     native = Segmenter.of([brightness_model()], scale="native")
     auto = native.replace(scale="auto")
     halved = native.replace(scale=0.5)
-    assert auto.member_maps(image)[0] == pytest.approx(18.0 / 40, rel=0.1)  # a native model's diameter: 18 px
+    assert auto.models[0].diameter == 20.0  # the default config's canonical diameter
+    assert auto.member_maps(image)[0] == pytest.approx(20.0 / 40, rel=0.1)
     for segmenter in (native, auto, halved):
         found = segmenter.segment(image)
         assert found.shape == labels.shape and found.dtype == np.int32
         assert found.max() == labels.max()
         assert segmenter.probabilities(image).shape == labels.shape + (2,)
+
+
+def test_the_pyramid_level_that_sees_nuclei_at_the_trained_size_speaks():
+    from nucjax.scale import pyramid, pyramid_diameter
+
+    assert pyramid((512, 640)) == (1.0, 0.5, 0.25) and pyramid((96, 128)) == (1.0, 0.5) and pyramid((40, 40)) == (1.0,)
+    # A model trained at 20 px fragments 40 px nuclei at native scale (12 px pieces) but sees them whole at 1/2.
+    assert pyramid_diameter({1.0: 12.0, 0.5: 19.0, 0.25: 9.0}, 20.0) == pytest.approx(38.0)
+    # Small nuclei: the native level is the closest; the smaller levels only see specks.
+    assert pyramid_diameter({1.0: 11.0, 0.5: 4.0, 0.25: None}, 20.0) == pytest.approx(11.0)
+    assert pyramid_diameter({1.0: None, 0.5: None}, 20.0) is None
+    assert pyramid_diameter({1.0: 3.0, 0.5: None}, 20.0) == 3.0  # nothing plausible: the closest
 
 
 def test_an_image_with_no_nucleus_keeps_scale_one():

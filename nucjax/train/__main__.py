@@ -115,6 +115,9 @@ class Progress:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    from nucjax.cli import use_jax_environment
+
+    use_jax_environment()  # before JAX is imported (the config's model module imports it)
     try:
         config = experiment_config(args)
     except ValueError as err:

@@ -172,14 +172,16 @@ def train_and_evaluate(
         raise ValueError(f"need training and validation images, got {len(train_samples)} and {len(val_samples)}")
     train_examples = training_examples(train_samples, config.model.model, config.inputs, config.augment, config.train.seed)
     val_kinds = [image_kind(s.image) for s in val_samples]
-    groups = acquisition_groups([s.image_id for s in val_samples], [s.image for s in val_samples])
+    # Groups are clustered over every image, so their names match the split's.
+    everything = list(train_samples) + val_samples
+    groups = acquisition_groups([s.image_id for s in everything], [s.image for s in everything])
     val_groups = [groups[s.image_id] for s in val_samples]
 
     if resume is None and fit_epochs_to_budget and time_budget_s:
         step_seconds = seconds_per_step(model, config, train_examples)
         val_pixels = sum(s.image.shape[0] * s.image.shape[1] for s in val_samples)
         if config.inputs.rescales:
-            val_pixels *= 2  # a first pass estimates the scale, most images get a second
+            val_pixels *= 2  # the first pass's pyramid, and for large nuclei a second pass
         remaining = time_budget_s - (time.monotonic() - start_time)
         epochs = epochs_for_budget(config, step_seconds, val_pixels, remaining, len(val_samples))
         config = config.replace(train={"epochs": epochs})
