@@ -83,8 +83,9 @@ def recolour(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     image = np.ascontiguousarray(image[..., :3])
     if is_colour(image):
         kind = COLOUR_RECOLOURINGS[int(rng.integers(len(COLOUR_RECOLOURINGS)))]
-        if kind == "channel_shuffle":
-            return np.ascontiguousarray(image[..., rng.permutation(3)])
+        if kind == "channel_shuffle":  # one of the five orders that are not the image's own
+            order = [(0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)][int(rng.integers(5))]
+            return np.ascontiguousarray(image[..., order])
         if kind == "grey":
             return np.repeat(to_grey(image)[..., None], 3, axis=2)
         from skimage.color import hed2rgb, rgb2hed

@@ -196,6 +196,22 @@ def load_truth(path: Path, what: str) -> dict:
     return truths
 
 
+def scores_by_kind_and_group(described: dict) -> str:
+    """Two lines: the mean score by image kind and by acquisition group,
+    from {image id: (image_descriptor, score)}."""
+    from nucjax.data import acquisition_groups
+
+    ids = list(described)
+    groups = acquisition_groups(ids, descriptors=[described[i][0] for i in ids])
+    lines = []
+    for title, key in (("by kind", lambda i: described[i][0][0]), ("by group", lambda i: groups[i])):
+        buckets: dict[str, list[float]] = {}
+        for image_id in ids:
+            buckets.setdefault(key(image_id), []).append(described[image_id][1])
+        lines.append(f"{title}: " + ", ".join(f"{k} {sum(v) / len(v):.4f} ({len(v)})" for k, v in sorted(buckets.items())))
+    return "\n".join(lines)
+
+
 def predict_folder(segment, sources, args, score_label: str = "Kaggle score", report=None) -> tuple[list, dict]:
     """Segment every source with segment (see nucjax.segmenter.segment_folder),
     write the submission (a row for every image: empty where unreadable)
@@ -204,12 +220,13 @@ def predict_folder(segment, sources, args, score_label: str = "Kaggle score", re
     (predictions, {outcome name: per-image scores})."""
     from nucjax.data import DataError
     from nucjax.data.kaggle import write_label_png
+    from nucjax.data.split import image_descriptor
     from nucjax.pictures import contour_overlay, write_overlay
     from nucjax.segmenter import segment_folder
     from nucjax.submission import write_submission
 
     truths = load_truth(args.solution, "--solution") if args.solution else None
-    predictions, scores = [], {}
+    predictions, scores, described = [], {}, {}
     try:
         for result in progress(segment_folder(segment, sources, strict=args.strict, truths=truths), len(sources), "segmenting"):
             if result.error:
@@ -219,6 +236,8 @@ def predict_folder(segment, sources, args, score_label: str = "Kaggle score", re
             predictions.append((result.image_id, result.labels))
             for name, score in (result.scores or {}).items():
                 scores.setdefault(name, []).append(score)
+            if result.scores:
+                described[result.image_id] = (image_descriptor(result.image), next(iter(result.scores.values())))
             if result.image is None:
                 continue
             if args.labels:
@@ -233,6 +252,7 @@ def predict_folder(segment, sources, args, score_label: str = "Kaggle score", re
         report(scores)
     main_scores = next(iter(scores.values()), [])
     if main_scores:
+        print(scores_by_kind_and_group(described))
         missing = len(predictions) - len(main_scores)
         note = f" ({missing} images without truth left out)" if missing else ""
         print(f"{score_label}: {sum(main_scores) / len(main_scores):.4f}{note}")

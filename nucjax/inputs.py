@@ -108,7 +108,8 @@ def training_example(
     else:
         window = size
         if config.rescales:
-            jitter = float(np.exp(rng.uniform(np.log(1 - config.scale_jitter), -np.log(1 - config.scale_jitter))))
+            spread = -np.log(1 - config.scale_jitter)
+            jitter = float(np.exp(rng.uniform(-spread, spread))) if spread > 0 else 1.0
             window = max(8, round(size / (scale_to(diameter, config.diameter) * jitter)))
         # A crop may hang over the edge: reflect the image to fill it.
         x_full = reflect_pad(inputs, window, window)

@@ -29,6 +29,31 @@ def rle_encode(mask: np.ndarray) -> str:
     return " ".join(f"{s + 1} {e - s}" for s, e in zip(starts, ends))
 
 
+def rle_encode_labels(labels: np.ndarray) -> list[str]:
+    """Kaggle RLE of every object of an (H, W) label image, ids ascending:
+    the same strings as rle_encode(labels == id) for each id, from one pass
+    over the pixels (no mask per object: a 4000 x 4000 image with hundreds
+    of nuclei would need gigabytes).
+
+    >>> rle_encode_labels(np.array([[1, 2], [1, 2]]))
+    ['1 2', '3 2']
+    """
+    if labels.ndim != 2:
+        raise ValueError(f"rle_encode_labels needs a 2-D label image, got shape {labels.shape}")
+    flat = np.asarray(labels).ravel(order="F")
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    starts = np.concatenate([[0], change])
+    lengths = np.diff(np.concatenate([starts, [flat.size]]))
+    ids = flat[starts]
+    keep = ids != 0
+    starts, lengths, ids = starts[keep], lengths[keep], ids[keep]
+    order = np.argsort(ids, kind="stable")  # by id; each id's runs stay in pixel order
+    starts, lengths, ids = starts[order], lengths[order], ids[order]
+    bounds = np.flatnonzero(np.diff(ids)) + 1
+    return [" ".join(f"{a + 1} {b}" for a, b in zip(run_starts, run_lengths))
+            for run_starts, run_lengths in zip(np.split(starts, bounds), np.split(lengths, bounds)) if run_starts.size]
+
+
 def rle_runs(encoded: str) -> np.ndarray:
     """Parse and validate 'start length ...' into an (N, 2) int64 array of runs.
 

@@ -122,3 +122,27 @@ def resize_labels(labels: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     rows = np.minimum(((np.arange(hw[0]) + 0.5) * labels.shape[0] / hw[0]).astype(np.int64), labels.shape[0] - 1)
     cols = np.minimum(((np.arange(hw[1]) + 0.5) * labels.shape[1] / hw[1]).astype(np.int64), labels.shape[1] - 1)
     return labels[rows[:, None], cols[None, :]].astype(np.int32)
+
+
+def restore_labels(labels: np.ndarray, body: np.ndarray, threshold: float) -> np.ndarray:
+    """Labels found on a rescaled image, on the original pixel grid.
+
+    body: the (H, W) body probability at the original size (the rescaled
+    map resized back, linearly). Each object keeps its nearest-neighbour
+    pixels where body > threshold and grows into the rest of that
+    foreground by a watershed on body, so its outline follows the smooth
+    map instead of the coarse grid's staircase; objects stay as many and
+    as they were, and unclaimed foreground stays background.
+    """
+    from skimage.segmentation import watershed
+
+    coarse = resize_labels(labels, body.shape[:2])
+    foreground = body > threshold
+    markers = np.where(foreground, coarse, 0)
+    if markers.max() == 0:
+        return coarse
+    grown = watershed(-body, markers, mask=foreground).astype(np.int32)
+    lost = np.setdiff1d(np.unique(coarse), np.unique(grown))  # an object with no pixel above threshold
+    if lost.size:
+        grown = np.where(np.isin(coarse, lost) & (grown == 0), coarse, grown)
+    return grown

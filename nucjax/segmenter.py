@@ -39,6 +39,7 @@ from nucjax.scale import (
     pyramid_diameter,
     resize_image,
     resize_labels,
+    restore_labels,
     scale_to,
     scaled_shape,
     snapped,
@@ -236,9 +237,13 @@ class Segmenter:
 
     def labels(self, image: np.ndarray, scale: float, maps: np.ndarray, postprocess: PostprocessConfig | None = None) -> np.ndarray:
         """Nuclei of combined maps at the working scale, on the image's own pixels."""
+        postprocess = postprocess or self.postprocess
         picture = image if scale == 1.0 else resize_image(image, maps.shape[:2])
-        found = instances(maps, postprocess or self.postprocess, picture)
-        return found if scale == 1.0 else resize_labels(found, image.shape[:2])
+        found = instances(maps, postprocess, picture)
+        if scale == 1.0:
+            return found
+        body = resize_image(np.ascontiguousarray(maps[..., 0], dtype=np.float32), image.shape[:2])
+        return restore_labels(found, body, postprocess.threshold)
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """(H, W, K) combined probabilities (body, then border) at the image's size."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nucjax.rle import RLEError, rle_csv_reader, rle_encode, rle_pixels, rle_runs
+from nucjax.rle import RLEError, rle_csv_reader, rle_encode, rle_encode_labels, rle_pixels, rle_runs
 
 HEADER = ("ImageId", "EncodedPixels")
 
@@ -43,6 +43,8 @@ def object_masks(prediction: np.ndarray) -> list[np.ndarray]:
 
 def submission_rows(image_id: str, prediction: np.ndarray) -> list[tuple[str, str]]:
     """(ImageId, EncodedPixels) rows for one image: one per object, or one empty row."""
+    if np.asarray(prediction).ndim == 2:
+        return [(image_id, encoded) for encoded in rle_encode_labels(np.asarray(prediction))] or [(image_id, "")]
     try:
         masks = object_masks(prediction)
     except ValueError as err:

@@ -47,7 +47,7 @@ def _unet_space(model: str, gpu: bool) -> dict:
         "border": tune.choice(borders),
         "flips": True,
         "elastic": tune.choice([0.0, 0.3]),
-        "diameter": tune.choice([14.0, 16.0, 20.0]),
+        "diameter": tune.choice([16.0, 20.0, 24.0]),
         "scale_jitter": tune.choice([0.15, 0.25]),
         "recolour": tune.choice([0.3, 0.5]),
         "batch_size": None,  # from the memory estimate on a GPU, 8 on a CPU

@@ -100,6 +100,7 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
     def on_epoch(result, maps):
         metrics = {name: getattr(result, name) for name in METRICS}
         metrics.update({f"score_{kind}": value for kind, value in result.scores_by_kind.items()})
+        metrics.update({f"score_group_{group}": value for group, value in result.scores_by_group.items()})
         metrics.update({"calibrated": json.dumps(result.postprocess), "node": node, "batch_size": config.train.batch_size})
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(result.checkpoint))
 

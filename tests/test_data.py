@@ -318,3 +318,36 @@ def test_real_labels_round_trip_through_a_train_labels_csv(tmp_path):
     labels = read_rle_csv(tmp_path / "stage1_train_labels.csv", {s.image_id: s.labels.shape for s in dataset.samples})
     for sample in dataset.samples:
         assert np.array_equal(labels[sample.image_id], sample.labels)
+
+
+def test_the_group_split_never_puts_one_group_on_both_sides():
+    from nucjax.data import group_split
+
+    rng = np.random.default_rng(0)
+    ids = [f"img{i:03d}" for i in range(120)]
+    kinds = ["fluorescence" if i < 90 else "histology" for i in range(120)]
+    groups = {i: f"{k}-{int(rng.integers(0, 9 if k == 'fluorescence' else 4))}" for i, k in zip(ids, kinds)}
+    for seed in range(5):
+        split = group_split(ids, kinds, groups, val_fraction=0.2, test_fraction=0.1, seed=seed)
+        sides = {}
+        for part in ("train", "val", "test"):
+            for image_id in getattr(split, part):
+                sides.setdefault(groups[image_id], set()).add(part)
+        assert all(len(parts) == 1 for parts in sides.values())
+        assert sorted(split.train + split.val + split.test) == ids
+        assert {kinds[ids.index(i)] for i in split.val} == {"fluorescence", "histology"}  # every kind with 2+ groups validates
+    single = group_split(["a", "b"], ["brightfield"] * 2, {"a": "g", "b": "g"}, 0.5)
+    assert single.val == () and single.train == ("a", "b")  # one group cannot be held out from itself
+
+
+def test_acquisition_groups_tell_experiments_of_one_size_apart_by_look():
+    from nucjax.data import acquisition_groups
+
+    rng = np.random.default_rng(1)
+    dim = [np.full((32, 32, 3), 20 + int(rng.integers(0, 4)), np.uint8) for _ in range(3)]
+    bright = [np.full((32, 32, 3), 120 + int(rng.integers(0, 4)), np.uint8) for _ in range(3)]
+    other_size = [np.full((40, 32, 3), 21, np.uint8)]
+    groups = acquisition_groups([f"i{k}" for k in range(7)], dim + bright + other_size)
+    assert len({groups[f"i{k}"] for k in range(3)}) == 1 and len({groups[f"i{k}"] for k in range(3, 6)}) == 1
+    assert groups["i0"] != groups["i3"] and groups["i6"] not in (groups["i0"], groups["i3"])
+    assert groups["i6"].startswith("fluorescence-40x32-")

@@ -91,3 +91,46 @@ def test_inverse_refuses_a_square_of_the_wrong_size():
     _, geometry = to_square(np.zeros((10, 10)), 32)
     with pytest.raises(ValueError, match="32x32"):
         from_square(np.zeros((16, 16)), geometry)
+
+
+def stained_tissue(seed: int = 0):
+    """A synthetic H&E-like image: pink (eosin) tissue on white, purple
+    (haematoxylin) nuclei; returns (RGB uint8, nucleus mask)."""
+    from nucjax.data.synthetic import HISTOLOGY, render
+
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((96, 96), np.int32)
+    yy, xx = np.mgrid[0:96, 0:96]
+    for label, (cy, cx) in enumerate([(20, 20), (30, 70), (70, 30), (72, 72), (50, 48)], start=1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= 64] = label
+    return render(rng, labels, HISTOLOGY), labels > 0
+
+
+def test_stain_input_makes_stained_nuclei_bright_on_a_dark_background():
+    from nucjax.preprocess import nucleus_channel
+
+    image, nuclei = stained_tissue()
+    stain = nucleus_channel(image, "stain", "percentile").astype(np.float32)
+    ring = cv2.dilate(nuclei.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool) & ~nuclei
+    assert stain[nuclei].mean() > 2.5 * stain[~nuclei].mean()  # nuclei bright, the rest dark
+    assert stain[nuclei].mean() > 2 * stain[ring].mean()  # the tissue right beside them too
+
+
+@pytest.mark.parametrize("kind", ["fluorescence", "brightfield"])
+def test_grey_images_pass_through_stain_input_unchanged(kind, tiny_samples):
+    from nucjax.data import image_kind
+    from nucjax.preprocess import nucleus_channel, preprocess
+
+    sample = next(s for s in tiny_samples if image_kind(s.image) == kind)
+    np.testing.assert_array_equal(nucleus_channel(sample.image, "stain", "minmax"), preprocess(sample.image))
+
+
+def test_percentile_stretch_ignores_one_bright_speck():
+    from nucjax.preprocess import nucleus_channel
+
+    grey = np.full((64, 64), 10, np.uint8)
+    grey[20:30, 20:30] = 60  # a dim nucleus
+    grey[0, 0] = 255  # one hot pixel
+    image = np.repeat(grey[..., None], 3, axis=2)
+    assert nucleus_channel(image, "reference", "minmax")[25, 25] < 60
+    assert nucleus_channel(image, "reference", "percentile")[25, 25] == 255

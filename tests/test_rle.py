@@ -68,3 +68,15 @@ def test_bad_rle_is_refused(encoded, message):
 def test_run_past_the_image_is_refused():
     with pytest.raises(RLEError, match="past the image"):
         rle_decode("10 4", (3, 4))
+
+
+def test_label_images_encode_as_their_objects_do_one_by_one():
+    from nucjax.rle import rle_encode_labels
+
+    assert rle_encode_labels(np.array([[1, 2], [1, 2]])) == ["1 2", "3 2"]
+    assert rle_encode_labels(np.zeros((3, 4), np.int32)) == []
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        labels = rng.integers(0, int(rng.integers(1, 8)), tuple(rng.integers(1, 30, 2))).astype(np.int32)
+        ids = [i for i in np.unique(labels) if i]
+        assert rle_encode_labels(labels) == [rle_encode(labels == i) for i in ids]

@@ -135,3 +135,60 @@ def test_a_scale_of_zero_or_below_is_refused_with_a_message(value, tiny_run, tmp
         predict.main(["--checkpoint", str(tiny_run), "--scale", value, "--out", str(tmp_path / "s.csv")])
     assert stop.value.code == 2
     assert "--scale" in capsys.readouterr().err
+
+
+def grey_rgb(grey: np.ndarray) -> np.ndarray:
+    return np.repeat(np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def small_nuclei(seed: int, shape=(96, 96)):
+    """Small nuclei (8 px) of varied brightness on a dark background."""
+    import cv2
+
+    from nucjax.data.kaggle import Sample
+
+    rng = np.random.default_rng(seed)
+    labels = disc_labels(shape, 8, spacing=1.7, seed=seed)
+    brightness = np.concatenate([[0], rng.uniform(70, 220, labels.max())])
+    grey = cv2.GaussianBlur((20 + brightness[labels]).astype(np.float32), (0, 0), 0.8) + rng.normal(0, 4, shape)
+    return Sample(f"small{seed}", grey_rgb(grey), labels)
+
+
+def large_nuclei(seed: int, shape=(192, 192)):
+    """Nuclei three times larger (24 px), dim, each with bright chromocentres
+    a few px across, as in DSB2018's dim large-nucleus experiments: at
+    native scale the spots look like the small nuclei a model was trained on."""
+    import cv2
+
+    from nucjax.data.kaggle import Sample
+
+    rng = np.random.default_rng(seed)
+    labels = disc_labels(shape, 24, spacing=1.6, seed=seed)
+    spots = np.zeros(shape, np.float32)
+    for label in range(1, labels.max() + 1):
+        ys, xs = np.nonzero(labels == label)
+        for k in rng.choice(len(ys), 4, replace=False):
+            cv2.circle(spots, (int(xs[k]), int(ys[k])), 2, 1.0, -1)
+    grey = 20 + 60 * (labels > 0) + 140 * spots * (labels > 0)
+    grey = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), 0.8) + rng.normal(0, 4, shape)
+    return Sample(f"large{seed}", grey_rgb(grey), labels)
+
+
+def test_a_model_trained_on_small_nuclei_segments_three_times_larger_ones_better_with_auto_scale(tmp_path):
+    from nucjax.config import from_params
+    from nucjax.metrics import image_score
+    from nucjax.segmenter import Segmenter
+    from nucjax.train.loop import train_and_evaluate
+
+    config = from_params({"depth": 3, "base_filters": 8, "size": 32, "diameter": 8.0, "scale_jitter": 0.15, "recolour": 0.0,
+                          "elastic": 0.0, "epochs": 2, "steps_per_epoch": 60, "batch_size": 8, "warmup_steps": 10})
+    results = train_and_evaluate(config, [small_nuclei(i) for i in range(6)], [small_nuclei(10), small_nuclei(11)], tmp_path)
+    assert results[-1].score > 0.6  # it learnt the small nuclei
+    model = Segmenter.load(results[-1].checkpoint)
+    auto, native = model.replace(scale="auto"), model.replace(scale="native")
+    large = [large_nuclei(seed) for seed in (20, 21)]
+    for sample in large:
+        assert auto.member_maps(sample.image)[0] == pytest.approx(8 / 24, rel=0.15)
+    auto_score = np.mean([image_score(s.labels, auto.segment(s.image)).score for s in large])
+    native_score = np.mean([image_score(s.labels, native.segment(s.image)).score for s in large])
+    assert auto_score > native_score + 0.3, (auto_score, native_score)

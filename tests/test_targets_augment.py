@@ -76,3 +76,55 @@ def test_elastic_leaves_no_black_border():
     x, _ = augment(np.random.default_rng(1), inputs, np.zeros((32, 32), np.int32),
                    AugmentConfig(flips=False, elastic=1.0, elastic_alpha=12, brightness=0, contrast=0))
     assert x.min() > 0.99  # reflected, never padded with zeros
+
+
+def test_recolouring_changes_colour_but_not_shape_and_is_seeded():
+    from nucjax.augment import recolour
+    from nucjax.preprocess import is_colour
+
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    grey = np.repeat(rng.integers(0, 256, (24, 32, 1), dtype=np.uint8), 3, axis=2)
+    for image in (colour, grey):
+        copies = [recolour(np.random.default_rng(seed), image) for seed in range(12)]
+        assert all(c.shape == image.shape and c.dtype == np.uint8 for c in copies)
+        assert all(not np.array_equal(c, image) for c in copies)
+        np.testing.assert_array_equal(recolour(np.random.default_rng(3), image), copies[3])
+    inverted_or_tinted = [recolour(np.random.default_rng(seed), grey) for seed in range(12)]
+    assert any(np.array_equal(c, 255 - grey) for c in inverted_or_tinted) and any(is_colour(c) for c in inverted_or_tinted)
+
+
+def whole_object_diameters(body: np.ndarray) -> list[float]:
+    """Equivalent diameters of the body's components that do not touch the crop's edge."""
+    import cv2
+
+    n, pieces, stats, _ = cv2.connectedComponentsWithStats(body.astype(np.uint8), connectivity=8)
+    h, w = body.shape
+    inside = [i for i in range(1, n) if stats[i, 0] > 0 and stats[i, 1] > 0
+              and stats[i, 0] + stats[i, 2] < w and stats[i, 1] + stats[i, 3] < h]
+    return [2 * np.sqrt(stats[i, cv2.CC_STAT_AREA] / np.pi) for i in inside]
+
+
+def lattice(diameter: int, side: int = 400) -> np.ndarray:
+    labels = np.zeros((side, side), np.int32)
+    yy, xx = np.mgrid[0:side, 0:side]
+    step = int(diameter * 1.7)
+    for label, (cy, cx) in enumerate(((y, x) for y in range(step // 2, side, step) for x in range(step // 2, side, step)), start=1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= (diameter / 2) ** 2] = label
+    return labels
+
+
+def test_crops_shrink_large_nuclei_to_the_canonical_diameter_and_keep_small_ones():
+    from nucjax.inputs import InputConfig, training_example
+
+    rng = np.random.default_rng(0)
+    for diameter, expected in ((48, 16), (10, 10)):  # 48 px nuclei are shrunk to 16; 10 px ones are never enlarged
+        labels = lattice(diameter)
+        inputs = (labels > 0).astype(np.uint8)[..., None] * 200
+        seen = []
+        for _ in range(8):
+            x, y = training_example(rng, inputs, labels, InputConfig(size=64, diameter=16.0, scale_jitter=0.0), None,
+                                    diameter=float(diameter))
+            assert x.shape == (64, 64, 1) and y.shape == (64, 64, 2)
+            seen += whole_object_diameters(y[..., 0] > 0)
+        assert seen and abs(np.median(seen) - expected) <= 0.1 * expected

@@ -128,10 +128,23 @@ def _decode(path: Path) -> np.ndarray:
         raw = np.fromfile(path, dtype=np.uint8)
     except OSError as err:
         raise DataError(f"{path}: cannot read file ({err.strerror})") from None
-    array = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
+    array = _quiet_imdecode(raw) if raw.size else None
     if array is None:
         raise DataError(f"{path}: not a readable image (truncated or corrupt?)")
     return array
+
+
+def _quiet_imdecode(raw: np.ndarray):
+    """cv2.imdecode without OpenCV's own log line on a bad file: the
+    DataError raised instead names the file once."""
+    from cv2.utils import logging as cv_logging
+
+    level = cv_logging.getLogLevel()
+    cv_logging.setLogLevel(cv_logging.LOG_LEVEL_ERROR)
+    try:
+        return cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    finally:
+        cv_logging.setLogLevel(level)
 
 
 def read_mask(path: str | Path) -> np.ndarray:

@@ -95,25 +95,32 @@ def look_features(image: np.ndarray) -> np.ndarray:
     return np.array([np.log1p(grey.mean()), np.log1p(grey.std()), *(image[..., :3].reshape(-1, 3).mean(0) / 255)])
 
 
-def acquisition_groups(image_ids, images) -> dict[str, str]:
+def image_descriptor(image: np.ndarray) -> tuple:
+    """What grouping needs of an image: (kind, (h, w), look_features)."""
+    return image_kind(image), tuple(image.shape[:2]), look_features(image)
+
+
+def acquisition_groups(image_ids, images=None, descriptors=None) -> dict[str, str]:
     """{image id: group name}: images of one experiment share a group.
 
-    Images are first bucketed by kind and size (an experiment images with
-    one microscope and camera), then each bucket is clustered by look
-    (average linkage over look_features, cut at GROUP_DISTANCE). Names read
+    Images (or their image_descriptor, to keep no image in memory) are
+    first bucketed by kind and size (an experiment images with one
+    microscope and camera), then each bucket is clustered by look (average
+    linkage over look_features, cut at GROUP_DISTANCE). Names read
     '<kind>-<h>x<w>-<n>', n counting the bucket's groups from the largest.
     """
     from scipy.cluster.hierarchy import fcluster, linkage
 
-    image_ids, images = list(image_ids), list(images)
+    image_ids = list(image_ids)
+    descriptors = list(descriptors) if descriptors is not None else [image_descriptor(i) for i in images]
     buckets: dict[tuple, list[int]] = {}
-    for index, image in enumerate(images):
-        buckets.setdefault((image_kind(image), image.shape[:2]), []).append(index)
+    for index, (kind, shape, _) in enumerate(descriptors):
+        buckets.setdefault((kind, shape), []).append(index)
     groups = {}
     for (kind, (h, w)), members in sorted(buckets.items()):
         members = sorted(members, key=lambda i: image_ids[i])
         if len(members) > 1:
-            features = np.stack([look_features(images[i]) for i in members])
+            features = np.stack([descriptors[i][2] for i in members])
             clusters = fcluster(linkage(features, "average"), GROUP_DISTANCE, "distance")
         else:
             clusters = np.ones(1, int)
