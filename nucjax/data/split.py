@@ -137,9 +137,10 @@ def group_split(image_ids, kinds, groups, val_fraction: float = 0.15, test_fract
     Within each kind, groups are ordered by a hash of (seed, group) and
     given to test, then val, while the part holds fewer than its share of
     the kind's images; a group that would overshoot its share by more than
-    half is passed over (the largest experiments stay in training). A kind
-    with two or more groups puts at least one in val. A kind with a single
-    group trains only: it cannot be held out from itself.
+    half is passed over (the largest experiments stay in training). A part
+    that got nothing that way takes the kind's smallest group, when that
+    is under half the kind and leaves a group for training (and for val).
+    A kind with a single group trains only: it cannot be held out from itself.
     """
     image_ids, kinds = list(image_ids), list(kinds)
     if not (len(image_ids) == len(kinds) == len(groups) if not isinstance(groups, dict) else len(image_ids) == len(kinds)):
@@ -162,11 +163,18 @@ def group_split(image_ids, kinds, groups, val_fraction: float = 0.15, test_fract
                 if group in taken or count >= target or len(taken) == len(by_group) - 1:
                     continue
                 size = len(by_group[group])
-                if count + size > 1.5 * target and not (part == "val" and count == 0 and size < len(members) / 2):
+                if count + size > 1.5 * target:
                     continue
                 taken.add(group)
                 parts[part] += by_group[group]
                 count += size
+            # Every group overshoots: the smallest that leaves one for training (and one for val after test).
+            spare = [g for g in order if g not in taken]
+            if fraction > 0 and count == 0 and len(spare) > (2 if part == "test" and val_fraction > 0 else 1):
+                smallest = min(spare, key=lambda g: (len(by_group[g]), order.index(g)))
+                if len(by_group[smallest]) < len(members) / 2:
+                    taken.add(smallest)
+                    parts[part] += by_group[smallest]
         parts["train"] += [i for g in order if g not in taken for i in by_group[g]]
     return Split(*(tuple(sorted(parts[p])) for p in ("train", "val", "test")))
 
