@@ -1,14 +1,11 @@
 """python -m ensemble.predict: combine several checkpoints into one Kaggle submission.
 
 Members: the --top-k best trials of a search experiment (default), every
-epoch a trial kept (--epochs-of TRIAL, the report's epoch noise), or
-explicit --checkpoints. Each member predicts every image in its own input
-mode, size and nucleus scale (--tta: averaged over the 8 flips and
-rotations); members run one after another. The maps are combined
-(--combine): intersect (a pixel is a nucleus where every member, or
---quorum of them, says so: the reference report's proposal), vote (a
-majority) or mean (the average probability). The shared post-processing
-runs once, re-calibrated for the combination on the experiment's
+epoch a trial kept (--epochs-of TRIAL), or --checkpoints. Each predicts in
+its own input mode, size and nucleus scale. The maps are combined
+(--combine): intersect (a nucleus where every member, or --quorum of them,
+says so: the reference report's proposal), vote (a majority) or mean. The
+shared post-processing runs once, re-calibrated on the experiment's
 validation split (whole experiments held out, when the search split so).
 
 With no arguments: the latest experiment under ./runs, predicting the test
@@ -17,9 +14,9 @@ is recorded in the experiment (Segmenter.load then uses it). --compare
 scores every member and every combination on a labelled set and writes a
 table and a bar plot beside --out.
 
-bad input: no experiment, an unknown trial, a checkpoint from another
-nucjax version or with a broken config stop with a message naming it. An
-unreadable image is reported and gets an empty row (--strict: stops at it).
+bad input: no experiment, an unknown trial or an unusable checkpoint stop
+with a message naming it; an unreadable image gets an empty row (--strict:
+stops at it).
 """
 
 from __future__ import annotations
@@ -87,10 +84,10 @@ def run(args) -> None:
     from ensemble.images import calibration_samples, prediction_sources
     from ensemble.members import candidate_checkpoints
     from ensemble.report import counted, describe, write_comparison
-    from ensemble.selection import calibrated_plans, plans_segment, uncalibrated_plans
-    from nucjax.cli import cache_root, predict_folder, progress, warn
+    from ensemble.selection import ensemble_plans, plans_segment
+    from nucjax.cli import cache_root, checked_sources, predict_folder, progress, warn
     from nucjax.experiment import ExperimentError, latest_experiment, read_experiment
-    from nucjax.segmenter import Segmenter, labelled_maps, load_model
+    from nucjax.segmenter import load_model
 
     experiment = None
     if args.experiment or not args.checkpoints:
@@ -108,18 +105,12 @@ def run(args) -> None:
             warn(str(entry))
         if not calibration:
             warn("no labelled validation images to re-calibrate on; using the best member's settings")
-    options = {"combine": args.combine, "quorum": args.quorum, "scale": args.scale, "tta": args.tta}
-    if calibration:
-        candidates = Segmenter.of(models, ensemble=True, **options)
-        labelled = labelled_maps(candidates, progress(calibration, len(calibration), "validation maps"))
-        plans, log = calibrated_plans(candidates, labelled, args.ensemble)
-        if log:
-            print("greedy selection on validation:\n  " + "\n  ".join(log), file=sys.stderr)
-        for plan in plans:
-            print(f"{plan.name}: validation {plan.score:.4f} with {describe(plan.segmenter.postprocess)}", file=sys.stderr)
-    else:
-        candidates = Segmenter.of(models, **options)
-        plans = uncalibrated_plans(candidates, args.ensemble)
+    candidates, plans, log = ensemble_plans(models, calibration, args.ensemble, {"scale": args.scale, "tta": args.tta},
+                                            lambda samples: progress(samples, len(samples), "validation maps"))
+    if log:
+        print("greedy selection on validation:\n  " + "\n  ".join(log), file=sys.stderr)
+    for plan in plans if calibration else []:
+        print(f"{plan.name}: validation {plan.score:.4f} with {describe(plan.segmenter.postprocess)}", file=sys.stderr)
     chosen = plans[0]
     print(f"{counted(len(chosen.members), 'member')}, {args.combine}{' with TTA' if args.tta else ''}: "
           + ", ".join(m.name for m in chosen.segmenter.models), file=sys.stderr)
@@ -127,11 +118,7 @@ def run(args) -> None:
         segmenter = chosen.segmenter
         experiment.write_ensemble([m.path for m in segmenter.models], segmenter.combine, segmenter.quorum, asdict(segmenter.postprocess))
 
-    sources, skipped = prediction_sources(args.data, experiment, cache_root())
-    if args.strict and skipped:
-        fail(f"{skipped[0]} (strict mode: fix or remove it)")
-    for entry in skipped:
-        warn(str(entry))
+    sources = checked_sources(*prediction_sources(args.data, experiment, cache_root()), args.strict)
     if args.data is None:
         print(f"predicting the {len(sources)} test images the search held back", file=sys.stderr)
     compare = (lambda scores: write_comparison(args.out, models, plans, scores)) if args.compare else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nucjax.combine import COMBINATIONS
-from nucjax.segmenter import Segmenter, calibrate_segmenter, ensemble_postprocess
+from nucjax.segmenter import Segmenter, calibrate_segmenter, ensemble_postprocess, labelled_maps
 
 SELECTIONS = ("greedy", "all")
 
@@ -131,3 +131,17 @@ def plans_segment(candidates: Segmenter, plans: list[Plan], every_member: bool =
         return outcomes
 
     return segment
+
+
+def ensemble_plans(models, calibration, config: EnsembleConfig, options: dict, progress=lambda samples: samples):
+    """(every candidate as one Segmenter, the plans, the greedy log): tuned
+    on the labelled calibration samples when there are any, else with the
+    best model's settings. options: scale, tta (Segmenter fields);
+    progress wraps the calibration samples (a progress bar)."""
+    options = {"combine": config.combine, "quorum": config.quorum, **options}
+    if not calibration:
+        candidates = Segmenter.of(models, **options)
+        return candidates, uncalibrated_plans(candidates, config), []
+    candidates = Segmenter.of(models, ensemble=True, **options)
+    plans, log = calibrated_plans(candidates, labelled_maps(candidates, progress(calibration)), config)
+    return candidates, plans, log

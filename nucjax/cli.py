@@ -175,6 +175,11 @@ def image_sources(folder: Path | None, strict: bool):
         sources, skipped = find_samples(data_root(folder))
     except DataError as err:
         fail(str(err))
+    return checked_sources(sources, skipped, strict)
+
+
+def checked_sources(sources, skipped, strict: bool):
+    """sources, after a warning per skipped file, or exit 2 at the first with strict."""
     if strict and skipped:
         fail(f"{skipped[0]} (strict mode: fix or remove it)")
     for entry in skipped:
