@@ -76,8 +76,9 @@ def recolour(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     """A recoloured copy of an (H, W, 3) uint8 RGB image, so that no colour
     is new at test time. A colour image gets one of: stain jitter (each of
     haematoxylin, eosin and DAB densities scaled by 1 +- 0.3 and shifted),
-    a shuffle of its channels, or grey; a grey image is inverted (dark
-    nuclei on white) or tinted with a random stain-like colour."""
+    a shuffle of its channels, or grey; a grey image is inverted, or made
+    dark-on-light and tinted with a random stain-like colour (so its nuclei
+    carry the most stain, as on a stained slide)."""
     from nucjax.preprocess import is_colour, to_grey
 
     image = np.ascontiguousarray(image[..., :3])
@@ -95,5 +96,8 @@ def recolour(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     kind = GREY_RECOLOURINGS[int(rng.integers(len(GREY_RECOLOURINGS)))]
     if kind == "inversion":
         return 255 - image
+    # A stained slide has dark nuclei on a light ground: a fluorescence image
+    # is inverted first, or its tinted nuclei would read as little stain.
+    light = image if to_grey(image).mean() > 127 else 255 - image
     tint = rng.uniform(0.35, 1.0, 3)  # each channel keeps a share: purples, browns, pinks
-    return np.clip(np.rint(image * tint), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(light * tint), 0, 255).astype(np.uint8)

@@ -94,6 +94,18 @@ def test_recolouring_changes_colour_but_not_shape_and_is_seeded():
     assert any(np.array_equal(c, 255 - grey) for c in inverted_or_tinted) and any(is_colour(c) for c in inverted_or_tinted)
 
 
+def test_a_tinted_fluorescence_image_carries_its_nuclei_as_stain():
+    from nucjax.augment import recolour
+    from nucjax.preprocess import haematoxylin, is_colour
+
+    grey = np.full((32, 32), 15, np.uint8)
+    grey[8:20, 8:20] = 200  # a bright nucleus on black
+    image = np.repeat(grey[..., None], 3, axis=2)
+    tinted = next(c for c in (recolour(np.random.default_rng(seed), image) for seed in range(20)) if is_colour(c))
+    density = haematoxylin(tinted)
+    assert density[8:20, 8:20].mean() > density[24:, 24:].mean()  # the nucleus holds the stain, as in a slide
+
+
 def whole_object_diameters(body: np.ndarray) -> list[float]:
     """Equivalent diameters of the body's components that do not touch the crop's edge."""
     import cv2
