@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 from nucjax.combine import COMBINATIONS
-from nucjax.segmenter import Segmenter, calibrate_segmenter, ensemble_postprocess, labelled_maps
+
+if TYPE_CHECKING:  # the segmenter loads JAX models: imported where used, so --help stays instant
+    from nucjax.segmenter import Segmenter
 
 SELECTIONS = ("greedy", "all")
 
@@ -57,6 +61,8 @@ def greedy_selection(candidates: Segmenter, labelled, method: str, config: Ensem
     that order, keeping one only when the calibrated combination scores
     higher. Returns (chosen positions, their post-processing, its score,
     one line per candidate saying what happened)."""
+    from nucjax.segmenter import calibrate_segmenter
+
     models = candidates.models
     order = sorted(range(len(models)), key=lambda i: -models[i].score)
 
@@ -80,6 +86,8 @@ def calibrated_plans(candidates: Segmenter, labelled, config: EnsembleConfig) ->
     """Plans tuned on labelled maps (see nucjax.segmenter.labelled_maps),
     the one to submit first, and a log of the greedy choice. candidates is
     a Segmenter over every candidate with ensemble=True."""
+    from nucjax.segmenter import calibrate_segmenter, ensemble_postprocess
+
     everyone = tuple(range(len(candidates.models)))
     base = ensemble_postprocess(candidates.models)
     plans, log = [], []
@@ -138,6 +146,8 @@ def ensemble_plans(models, calibration, config: EnsembleConfig, options: dict, p
     on the labelled calibration samples when there are any, else with the
     best model's settings. options: scale, tta (Segmenter fields);
     progress wraps the calibration samples (a progress bar)."""
+    from nucjax.segmenter import Segmenter, labelled_maps
+
     options = {"combine": config.combine, "quorum": config.quorum, **options}
     if not calibration:
         candidates = Segmenter.of(models, **options)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from nucjax.augment import AugmentConfig
 from nucjax.data.split import SPLITS
 from nucjax.inputs import InputConfig
-from nucjax.models.unet import UNetConfig
+from nucjax.models.unet_config import UNetConfig
 from nucjax.postprocess import PostprocessConfig
 
 SCHEDULES = ("cosine", "constant", "step")

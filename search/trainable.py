@@ -24,7 +24,7 @@ def experiment_config(params: dict, device_bytes: int | None = None):
     through nucjax.config.from_params; batch_size None is chosen here."""
     from nucjax.config import from_params
     from nucjax.models.memory import largest_batch
-    from nucjax.models.unet import UNetConfig
+    from nucjax.models.unet_config import UNetConfig
 
     params = dict(params)
     if params.get("batch_size") is None:

@@ -125,7 +125,7 @@ def test_explore_writes_plots_and_summary(tmp_path, tiny_root, capsys):
     assert "images: 8" in summary and "best threshold by Kaggle metric" in summary
 
 
-@pytest.mark.parametrize("module", ["nucjax.baseline", "nucjax.score", "nucjax.explore"])
+@pytest.mark.parametrize("module", ["nucjax.baseline", "nucjax.score", "nucjax.explore", "nucjax.predict", "nucjax.train", "ensemble.predict"])
 def test_help_is_instant_and_documents_bad_input(module):
     result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0

@@ -13,7 +13,7 @@ largest_batch to pick batch sizes at 512 x 512.
 
 from __future__ import annotations
 
-from nucjax.models.unet import EXTENDED_ARMS, UNetConfig
+from nucjax.models.unet_config import EXTENDED_ARMS, UNetConfig
 
 BYTES = 4  # float32
 #: Training memory per image over activation_bytes: XLA's own buffer

@@ -8,55 +8,12 @@ by 2**depth gives (B, H, W, out_channels) logits.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-MODELS = ("standard", "extended")
-#: Channels of each arm of the extended U-Net, in the order of its input:
-#: the preprocessed image, its adaptive threshold, the raw RGB image.
-EXTENDED_ARMS = (1, 1, 3)
-
-
-@dataclass(frozen=True)
-class UNetConfig:
-    """A U-Net's shape. Defaults are the report's: depth 4, filters 8-16-32-64,
-    a 128 bottleneck."""
-
-    model: str = "standard"
-    depth: int = 4
-    base_filters: int = 8
-    batch_norm: bool = True
-    dropout: float = 0.0
-    out_channels: int = 1
-
-    def __post_init__(self):
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model '{self.model}'; choose one of {', '.join(MODELS)}")
-        if not 1 <= self.depth <= 7:
-            raise ValueError(f"depth must be 1..7, got {self.depth}")
-        if self.base_filters < 1 or self.out_channels < 1:
-            raise ValueError("base_filters and out_channels must be positive")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    @property
-    def in_channels(self) -> int:
-        return sum(EXTENDED_ARMS) if self.model == "extended" else 1
-
-    @property
-    def multiple(self) -> int:
-        """Input sides must divide by this."""
-        return 2**self.depth
-
-    def check_input_size(self, height: int, width: int) -> None:
-        if height % self.multiple or width % self.multiple:
-            raise ValueError(
-                f"input {height}x{width} does not divide by 2**depth = {self.multiple}; "
-                f"pick a size that is a multiple of {self.multiple}"
-            )
+from nucjax.models.unet_config import EXTENDED_ARMS, MODELS, UNetConfig  # noqa: F401 (re-exported)
 
 
 class ConvBlock(nnx.Module):
