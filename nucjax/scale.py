@@ -106,8 +106,10 @@ def resize_image(array: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     if array.shape[:2] == hw:
         return array
     shrinking = hw[0] * hw[1] < array.shape[0] * array.shape[1]
-    out = cv2.resize(np.ascontiguousarray(array), (hw[1], hw[0]),
-                     interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    if array.ndim == 3 and array.shape[2] > 4:  # OpenCV resizes at most 4 channels at once (the extended U-Net reads 5)
+        return np.concatenate([resize_image(array[..., i : i + 4], hw) for i in range(0, array.shape[2], 4)], axis=2)
+    out = cv2.resize(np.ascontiguousarray(array), (hw[1], hw[0]), interpolation=interpolation)
     return out.reshape(hw + array.shape[2:]) if array.ndim == 3 and out.ndim == 2 else out
 
 
