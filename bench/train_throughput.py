@@ -83,7 +83,7 @@ def torch_step(model_config, size: int, batch: int):
         )
 
     class TorchUNet(nn.Module):
-        def __init__(self, cfg: UNetConfig):
+        def __init__(self, cfg):
             super().__init__()
             widths = [cfg.base_filters * 2**i for i in range(cfg.depth)]
             self.down = nn.ModuleList(block(c, w) for c, w in zip([cfg.in_channels] + widths[:-1], widths))

@@ -36,7 +36,6 @@ def main(argv=None) -> None:
     from nucjax.data import DataError, load_dataset, split_samples
     from nucjax.metrics import full_mask_score, image_score
     from nucjax.models.threshold import DEFAULT_MIN_SIZE, DEFAULT_THRESHOLD, sweep_thresholds, threshold_labels
-    from nucjax.submission import write_submission
 
     root = data_root(args.data)
     sources = image_sources(root, strict=args.strict)  # warns about stray files; the loop below about bad images

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REAL_ROOT
 from nucjax.data import find_samples, load_dataset
 
 README = Path(__file__).resolve().parents[1] / "README.md"
