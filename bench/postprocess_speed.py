@@ -34,7 +34,7 @@ SIZE = 512
 
 def simulated_maps(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     body = cv2.GaussianBlur((labels > 0).astype(np.float32), (0, 0), 1.5)
-    border = np.clip(cv2.GaussianBlur(border_target(labels), (0, 0), 1.0) * 1.5, 0, 1)
+    border = np.clip(cv2.GaussianBlur(np.asarray(border_target(labels)), (0, 0), 1.0) * 1.5, 0, 1)
     noise = rng.normal(0, 0.05, labels.shape + (2,)).astype(np.float32)
     return np.clip(np.stack([body, border], axis=-1) + noise, 0, 1)
 

@@ -1,24 +1,28 @@
-"""Benchmark: training throughput of nucjax's U-Nets on this CPU, both
-XLA convolution paths measured in one run.
+"""Benchmark: training throughput of nucjax's U-Nets, on this CPU (both
+XLA convolution paths measured in one run) or on a GPU.
 
-For each convolution path (jaxlib's default, YNNPACK for convolutions of
-more than 16 channels, and XLA's Eigen path, nucjax's default: see
-nucjax.cli.EIGEN_CONVOLUTIONS), model and size, at batch 8, images/s of:
+For each convolution path (on a CPU: jaxlib's default, YNNPACK for
+convolutions of more than 16 channels, and XLA's Eigen path, nucjax's
+default: see nucjax.cli.EIGEN_CONVOLUTIONS), model, size and precision,
+images/s of:
 
-- input pipeline: numpy training batches alone (crops rescaled to the
-  canonical diameter, symmetries, elastic, intensity, recoloured variants,
-  body + border targets), from the synthetic set or --data;
-- step: a full train step (forward, loss, backward, Adam) on a fixed batch;
-- end to end: the pipeline feeding the step, as training runs;
+- pipeline: batches drawn on the device alone (nucjax.batches.make_batch:
+  crops rescaled by the scale jitter, symmetries, elastic, intensity,
+  recoloured variants, body + border targets) from the resident training
+  set (the synthetic set, or --data);
+- step: a train step alone (forward, loss, backward, Adam) on a fixed batch;
+- end to end: the train step that draws its own batch, as training runs,
+  from the resident set, and streamed (each step's images sent from the host);
 
-and the GFLOP/s the step achieves (XLA's cost analysis of the compiled
-step) beside this CPU's FP32 peak, computed from the clock read in
-/proc/cpuinfo (Zen 2: two 256-bit FMA units, 32 FLOP per cycle per core).
-With PyTorch installed (not a dependency: give it its own environment,
+the GFLOP/s the step achieves (XLA's cost analysis of the compiled step)
+beside the CPU's FP32 peak, computed from the clock read in /proc/cpuinfo
+(Zen 2: two 256-bit FMA units, 32 FLOP per cycle per core), and on a GPU
+the memory estimate (nucjax.models.memory) beside the measured peak. With
+PyTorch installed (not a dependency: give it its own environment,
 `pip install -e . torch==2.13.0`), the same standard U-Net's step in
 PyTorch is a reference column.
 
-    python bench/train_throughput.py [--steps 10] [--sizes 128 256] [--data DIR]
+    python bench/train_throughput.py [--steps 10] [--sizes 128 256] [--precisions float32 bfloat16] [--data DIR]
 """
 
 from __future__ import annotations
@@ -40,35 +44,53 @@ FLOP_PER_CYCLE = 32  # per core, FP32: two 256-bit FMA units (AVX2), 8 lanes, 2 
 
 
 def time_steps(step, steps: int) -> float:
-    """Seconds per step, after two warm-up steps."""
-    for _ in range(2):
-        step()
+    """Seconds per step, after a warm-up step."""
+    step()
     start = time.perf_counter()
     for _ in range(steps):
         step()
     return (time.perf_counter() - start) / steps
 
 
-def jax_step(model_config, size: int, batch: int):
-    """(a function running one train step on a batch (x, y), a fixed batch, the step's FLOPs)."""
+def jax_step(config, batch):
+    """(a function running one train step alone on a batch (x, y), the step's FLOPs)."""
     import jax
-    import jax.numpy as jnp
+    from flax import nnx
 
-    from nucjax.config import ExperimentConfig
-    from nucjax.inputs import InputConfig
-    from nucjax.models.unet import build_model
-    from nucjax.train.loop import make_optimizer, make_train_step
+    from nucjax.train.loop import build_training_model, make_optimizer, make_update
 
-    config = ExperimentConfig(model=model_config, inputs=InputConfig(size, "crop", border=model_config.out_channels == 2))
-    model = build_model(model_config)
+    model = build_training_model(config)
     optimizer = make_optimizer(model, config.train)
-    train_step = make_train_step(config)
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.random((batch, size, size, model_config.in_channels), np.float32))
-    y = jnp.asarray((rng.random((batch, size, size, model_config.out_channels)) > 0.5).astype(np.float32))
-    cost = train_step.lower(model, optimizer, x, y).compile().cost_analysis()
+    step = nnx.jit(make_update(config))
+    cost = step.lower(model, optimizer, *batch).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    return (lambda xb, yb: jax.block_until_ready(train_step(model, optimizer, xb, yb))), (x, y), float(cost.get("flops", 0.0))
+    return (lambda x, y: jax.block_until_ready(step(model, optimizer, x, y))), float(cost.get("flops", 0.0))
+
+
+def end_to_end(config, examples, pipeline: str):
+    """A function timing `steps` train steps that draw their own batches, as
+    nucjax.train runs them (compiled and warmed up here); returns images/s."""
+    import jax
+
+    from nucjax.train.loop import Batches, build_training_model, make_optimizer, make_train_step
+
+    config = config.replace(train={"pipeline": pipeline})
+    model = build_training_model(config)
+    optimizer = make_optimizer(model, config.train)
+    step = make_train_step(config)
+    batches = Batches(examples, config)
+    for data, indices, key in batches.epoch(0, 2):  # compile, warm up
+        jax.block_until_ready(step(model, optimizer, data, indices, key))
+    epochs = iter(range(1, 10**6))
+
+    def run(steps: int) -> float:
+        started = time.perf_counter()
+        for data, indices, key in batches.epoch(next(epochs), steps):
+            loss = step(model, optimizer, data, indices, key)
+        jax.block_until_ready(loss)
+        return steps * config.train.batch_size / (time.perf_counter() - started)
+
+    return run
 
 
 def torch_step(model_config, size: int, batch: int):
@@ -122,39 +144,54 @@ def torch_step(model_config, size: int, batch: int):
     return step
 
 
-def batches(model: str, size: int, batch: int, steps: int, data: Path | None):
-    """The numpy training batches of the default config for model and size."""
+def measure(args) -> None:
+    """The child: one convolution path (XLA_FLAGS is set by the parent), every model, size and precision, JSON lines."""
+    import jax
+
+    from nucjax.batches import batch_key, epoch_order, make_batch, pack
     from nucjax.cli import load_data
     from nucjax.config import from_params
-    from nucjax.inputs import training_batches, training_examples
+    from nucjax.inputs import training_examples
+    from nucjax.models.memory import training_bytes
 
-    config = from_params({"model": model, "size": size, "batch_size": batch})
-    samples = load_data(data, labelled=True).samples
-    examples = training_examples(samples, model, config.inputs, config.augment)
-    return lambda: training_batches(0, 1, steps, batch, examples, config.inputs, config.augment)
-
-
-def measure(args) -> None:
-    """The child: one convolution path (XLA_FLAGS is set by the parent), every model and size, JSON lines."""
-    from nucjax.models.unet import UNetConfig
-
+    device = jax.devices()[0]
+    samples = load_data(args.data, labelled=True).samples
     for model in args.models:
-        config = UNetConfig(model, 4, args.base_filters, out_channels=2)
         for size in args.sizes:
-            epoch = batches(model, size, args.batch, args.steps, args.data)
-            list(epoch())  # warm the caches
-            started = time.perf_counter()
-            made = sum(len(x) for x, _ in epoch())
-            pipeline = made / (time.perf_counter() - started)
-            step, (x, y), flops = jax_step(config, size, args.batch)
-            step_seconds = time_steps(lambda: step(x, y), args.steps)
-            step(*next(iter(epoch())))  # compile for the pipeline's dtypes
-            started = time.perf_counter()
-            for xb, yb in epoch():
-                step(xb, yb)
-            end_to_end = args.steps * args.batch / (time.perf_counter() - started)
-            print(json.dumps({"model": model, "size": size, "pipeline": pipeline, "step": args.batch / step_seconds,
-                              "end_to_end": end_to_end, "gflops": flops / step_seconds / 1e9}), flush=True)
+            config = from_params({"model": model, "size": size, "batch_size": args.batch, "base_filters": args.base_filters})
+            examples = training_examples(samples, model, config.inputs, config.augment)
+            data = jax.device_put(pack(examples))
+            draw = jax.jit(make_batch, static_argnums=(3, 4))
+            order = epoch_order(0, 1, args.steps + 2, args.batch, len(examples))
+            batch = jax.block_until_ready(draw(batch_key(0, 1, 0), data, order[0], config.inputs, config.augment))
+            pipeline = args.batch / time_steps_each(
+                lambda i: jax.block_until_ready(draw(batch_key(0, 1, i), data, order[i], config.inputs, config.augment)), args.steps)
+            for precision in args.precisions:
+                config = config.replace(train={"precision": precision})
+                step, flops = jax_step(config, batch)
+                resident = end_to_end(config, examples, "resident")
+                streamed = end_to_end(config, examples, "streaming")
+                # Rounds alternate the three, so drift on a shared machine hits each alike; medians are reported.
+                rounds = [(args.batch / time_steps(lambda: step(*batch), args.steps), resident(args.steps), streamed(args.steps))
+                          for _ in range(args.rounds)]
+                step_rate, resident_rate, streamed_rate = (float(np.median(r)) for r in zip(*rounds))
+                row = {"platform": device.platform, "model": model, "size": size, "precision": precision,
+                       "pipeline": pipeline, "step": step_rate, "end_to_end": resident_rate, "streamed": streamed_rate,
+                       "ratios": [round(r[1] / r[0], 3) for r in rounds],
+                       "gflops": flops * step_rate / args.batch / 1e9,
+                       "estimate_gb": training_bytes(config.model, size, size, args.batch) / 1e9}
+                stats = device.memory_stats() or {}
+                if stats.get("peak_bytes_in_use"):
+                    row["peak_gb"] = stats["peak_bytes_in_use"] / 1e9  # the process's peak so far
+                print(json.dumps(row), flush=True)
+
+
+def time_steps_each(step, steps: int) -> float:
+    """Seconds per call of step(i) for i in 1..steps (0 was the warm-up)."""
+    started = time.perf_counter()
+    for i in range(1, steps + 1):
+        step(i)
+    return (time.perf_counter() - started) / steps
 
 
 def cpu_peak_gflops() -> tuple[float, float, int]:
@@ -167,32 +204,42 @@ def cpu_peak_gflops() -> tuple[float, float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=10, help="steps per measurement (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of step, end to end and streamed; medians (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--models", nargs="+", default=["standard", "extended"])
+    parser.add_argument("--precisions", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     parser.add_argument("--base-filters", type=int, default=16)
+    parser.add_argument("--platform", choices=["cpu", "gpu"], default="cpu",
+                        help="cpu: both convolution paths; gpu: the GPU, with its memory peak")
     parser.add_argument("--data", type=Path, help="training images for the pipeline (default: the synthetic set)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return measure(args)
 
-    peak, ghz, cores = cpu_peak_gflops()
-    print(f"{cores} cores at {ghz:.2f} GHz: FP32 peak {peak:.0f} GFLOP/s; batch {args.batch}, {args.steps} steps")
-    print(f"{'path':<26}{'model':<10}{'size':>5}{'pipeline':>10}{'step':>8}{'end to end':>12}{'e2e/step':>10}{'GFLOP/s':>9}{'of peak':>9}  (img/s)")
-    rows = {}
-    for path, flags in PATHS.items():
-        env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+    if args.platform == "cpu":
+        peak, ghz, cores = cpu_peak_gflops()
+        print(f"{cores} cores at {ghz:.2f} GHz: FP32 peak {peak:.0f} GFLOP/s; batch {args.batch}, {args.steps} steps")
+        paths = {name: {"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"} for name, flags in PATHS.items()}
+    else:
+        peak, paths = float("nan"), {"gpu": {"JAX_PLATFORMS": "cuda", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}}
+        print(f"batch {args.batch}, {args.steps} steps")
+    print(f"medians of {args.rounds} alternating rounds of {args.steps} steps; e2e/step per round in the last column")
+    print(f"{'path':<26}{'model':<10}{'size':>5} {'precision':<10}{'pipeline':>9}{'step':>8}{'end to end':>11}{'e2e/step':>9}"
+          f"{'streamed':>9}{'GFLOP/s':>9}{'of peak':>8}{'memory est/peak GB':>20}  rounds  (img/s)")
+    for path, env in paths.items():
         command = [sys.executable, __file__, "--child", *sys.argv[1:]]
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True)
         if done.returncode:
             sys.exit(done.stderr)
         for line in done.stdout.splitlines():
             r = json.loads(line)
-            rows[(path, r["model"], r["size"])] = r
-            print(f"{path:<26}{r['model']:<10}{r['size']:>5}{r['pipeline']:>10.1f}{r['step']:>8.1f}{r['end_to_end']:>12.1f}"
-                  f"{r['end_to_end'] / r['step']:>10.2f}{r['gflops']:>9.1f}{r['gflops'] / peak:>9.0%}", flush=True)
+            memory = f"{r['estimate_gb']:.2f}/{r['peak_gb']:.2f}" if "peak_gb" in r else f"{r['estimate_gb']:.2f}/-"
+            print(f"{path:<26}{r['model']:<10}{r['size']:>5} {r['precision']:<10}{r['pipeline']:>9.1f}{r['step']:>8.1f}"
+                  f"{r['end_to_end']:>11.1f}{r['end_to_end'] / r['step']:>9.2f}{r['streamed']:>9.1f}{r['gflops']:>9.1f}"
+                  f"{r['gflops'] / peak:>8.0%}{memory:>20}  {' '.join(f'{x:.2f}' for x in r['ratios'])}", flush=True)
     try:
         import torch
     except ImportError:

@@ -121,7 +121,8 @@ def run(args) -> None:
     sources = checked_sources(*prediction_sources(args.data, experiment, cache_root()), args.strict)
     if args.data is None:
         print(f"predicting the {len(sources)} test images the search held back", file=sys.stderr)
-    compare = (lambda scores: write_comparison(args.out, models, plans, scores)) if args.compare else None
+    compared = experiment.folder if experiment is not None and args.checkpoints is None else None
+    compare = (lambda scores: write_comparison(args.out, models, plans, scores, compared)) if args.compare else None
     predict_folder(plans_segment(candidates, plans, args.compare), sources, args, report=compare)
 
 

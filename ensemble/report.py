@@ -70,8 +70,9 @@ def describe(config) -> str:
     return f"{config.method}, threshold {config.threshold:g}, seed {config.seed_threshold:g}, min size {config.min_size}"
 
 
-def write_comparison(out: Path, models, plans, scores: dict) -> None:
-    """The --compare table (printed) and its CSV and plot beside out."""
+def write_comparison(out: Path, models, plans, scores: dict, experiment_folder: Path | None = None) -> None:
+    """The --compare table (printed) and its CSV and plot beside out, and a
+    copy of both in the experiment compared, for its report."""
     import sys
 
     import numpy as np
@@ -85,5 +86,12 @@ def write_comparison(out: Path, models, plans, scores: dict) -> None:
     count = len(scores[models[0].name])
     write_csv(entries, stem.with_suffix(".csv"))
     write_plot(entries, stem.with_suffix(".png"), f"Kaggle score on {count} labelled images")
+    if experiment_folder is not None:
+        import shutil
+
+        from nucjax.experiment import COMPARE_CSV, COMPARE_PNG
+
+        shutil.copyfile(stem.with_suffix(".csv"), experiment_folder / COMPARE_CSV)
+        shutil.copyfile(stem.with_suffix(".png"), experiment_folder / COMPARE_PNG)
     print(f"comparison on {count} labelled images ({stem}.csv, {stem}.png):")
     print(table(entries))

@@ -1,17 +1,20 @@
-"""Augmentation applied identically to a model input and its label image.
+"""Augmentation: its settings, the 8 symmetries of the square, and
+recolouring.
 
-Geometry moves the input and the labels together (targets are built from
-the moved labels afterwards, so they stay exact); intensity jitter touches
-the input only. Warps use reflect padding, so no black borders appear
-(the report's shifted and zoomed images had them). Everything follows
-from the numpy Generator passed in.
+The per-step augmentation (crop and scale jitter, symmetries, elastic
+warp, intensity jitter) runs on the device inside the train step
+(nucjax.batches), drawn from AugmentConfig; geometry moves the input and
+the labels together and the targets are built from the moved labels, so
+they stay exact. Recolouring is done once per training set, on the host
+(recolour): each recoloured copy is a variant of its image that the
+batches choose between. The numpy symmetries here are the reference the
+device's follow, and test-time augmentation's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 
@@ -19,7 +22,7 @@ import numpy as np
 class AugmentConfig:
     flips: bool = True  # flips and 90-degree rotations: the 8 symmetries
     elastic: float = 0.3  # probability of an elastic deformation
-    elastic_alpha: float = 8.0  # displacement (px) before smoothing
+    elastic_alpha: float = 8.0  # the largest displacement (px) of a warp
     elastic_sigma: float = 6.0  # smoothness (px) of the displacement
     brightness: float = 0.1  # the input moves by up to +-this (on 0..1)
     contrast: float = 0.15  # and is scaled by 1 +- this
@@ -37,34 +40,6 @@ def inverse_symmetry(array: np.ndarray, k: int) -> np.ndarray:
     """Undo symmetry(., k)."""
     out = array[:, ::-1] if k >= 4 else array
     return np.ascontiguousarray(np.rot90(out, -(k % 4), axes=(0, 1)))
-
-
-def elastic_maps(rng: np.random.Generator, shape: tuple[int, int], alpha: float, sigma: float):
-    """Smooth random (map_x, map_y) for cv2.remap."""
-    h, w = shape
-    dx, dy = (cv2.GaussianBlur(rng.uniform(-1, 1, (h, w)).astype(np.float32), (0, 0), sigma) for _ in range(2))
-    # Normalise so alpha is the largest displacement, whatever sigma is.
-    scale = alpha / max(float(np.abs(dx).max()), float(np.abs(dy).max()), 1e-6)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    return xx + dx * scale, yy + dy * scale
-
-
-def augment(rng: np.random.Generator, inputs: np.ndarray, labels: np.ndarray, config: AugmentConfig):
-    """Augment an (H, W, C) float32 input in 0..1 and its (H, W) int32 labels."""
-    if config.flips:
-        k = int(rng.integers(8))
-        inputs, labels = symmetry(inputs, k), symmetry(labels, k)
-    if config.elastic and rng.random() < config.elastic:
-        map_x, map_y = elastic_maps(rng, labels.shape, config.elastic_alpha, config.elastic_sigma)
-        channels = inputs.shape[2]
-        inputs = cv2.remap(inputs, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-        inputs = inputs.reshape(labels.shape + (channels,))
-        labels = cv2.remap(labels, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
-    if config.brightness or config.contrast:
-        gain = 1 + rng.uniform(-config.contrast, config.contrast)
-        shift = rng.uniform(-config.brightness, config.brightness)
-        inputs = np.clip((inputs - 0.5) * gain + 0.5 + shift, 0, 1).astype(np.float32)
-    return inputs, labels
 
 
 #: Recolourings of a colour image, and of a grey one (see recolour).

@@ -26,6 +26,10 @@ from nucjax.postprocess import PostprocessConfig
 
 SCHEDULES = ("cosine", "constant", "step")
 LOSSES = ("bce_dice", "bce")
+#: Where training batches come from (nucjax.batches): the whole set on the
+#: device, each step's images sent to it, or the first while it fits.
+PIPELINES = ("auto", "resident", "streaming")
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,8 @@ class TrainConfig:
     split: str = "group"  # 'group' holds out whole experiments; 'stratified' samples every kind
     max_to_keep: int = 2  # latest checkpoints kept, besides the best
     divergence_factor: float = 20.0  # a loss this many times its minimum has diverged
+    pipeline: str = "auto"  # see PIPELINES
+    precision: str = "float32"  # 'bfloat16': mixed precision (float32 parameters, optimizer and loss), for GPUs
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -53,6 +59,10 @@ class TrainConfig:
             raise ValueError("epochs, steps_per_epoch, batch_size and max_to_keep must be at least 1")
         if self.split not in SPLITS:
             raise ValueError(f"unknown split '{self.split}'; choose one of {', '.join(SPLITS)}")
+        if self.pipeline not in PIPELINES:
+            raise ValueError(f"unknown pipeline '{self.pipeline}'; choose one of {', '.join(PIPELINES)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning rate must be positive, got {self.learning_rate}")
 

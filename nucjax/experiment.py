@@ -3,10 +3,12 @@ ensemble.predict and Segmenter.load read, in one place.
 
 An experiment is a search's --storage folder:
 
-    experiment.json   data, split, validation and held-back test ids
+    experiment.json   data, split, validation and held-back test ids, how the search ran
     results.csv       one row per trial, best first
-    trial_<id>/       each trial's kept checkpoint_NNNNNN/ folders
+    trial_<id>/       each trial's kept checkpoint_NNNNNN/ folders, Tune's logs and TensorBoard events
     ensemble.json     the ensemble ensemble.predict chose (when it ran)
+    ensemble_compare.csv, .png   ensemble.predict --compare's table and plot
+    report.html       the page search.report writes
 
 Only files are read and written here; nothing imports Ray.
 """
@@ -25,6 +27,8 @@ from nucjax.data.synthetic import SyntheticConfig
 EXPERIMENT_FILE = "experiment.json"
 RESULTS_FILE = "results.csv"
 ENSEMBLE_FILE = "ensemble.json"
+#: ensemble.predict --compare's table and plot, kept in the experiment for its report.
+COMPARE_CSV, COMPARE_PNG = "ensemble_compare.csv", "ensemble_compare.png"
 #: results.csv's first columns; the trial's parameters follow.
 RESULT_COLUMNS = ("rank", "trial", "score", "epoch", "epochs_run", "calibrated", "checkpoint", "node", "error")
 
@@ -51,6 +55,9 @@ class Experiment:
     test_ids: tuple[str, ...] = ()
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
     results: tuple[dict, ...] = ()  # results.csv rows, best first
+    # How the search ran: train_images, time_budget_min, grace_period,
+    # max_epochs, cpus_per_trial, gpus_per_trial (empty in older experiments).
+    search: dict = field(default_factory=dict)
 
     def write(self) -> Path:
         """Write experiment.json (results are written by write_results)."""
@@ -62,6 +69,7 @@ class Experiment:
             "split": {"method": self.split, "val_fraction": self.val_fraction, "test_fraction": self.test_fraction, "seed": self.seed},
             "val_ids": list(self.val_ids) if self.val_ids is not None else None,
             "test_ids": list(self.test_ids),
+            "search": self.search,
         }
         path = self.folder / EXPERIMENT_FILE
         path.write_text(json.dumps(record, indent=2))
@@ -150,6 +158,7 @@ def read_experiment(folder) -> Experiment:
             test_fraction=float(split.get("test_fraction", 0.0)), seed=int(split.get("seed", 0)),
             val_ids=tuple(record["val_ids"]) if record.get("val_ids") is not None else None,
             test_ids=tuple(record.get("test_ids", ())), created=record.get("created", ""),
+            search=dict(record.get("search") or {}),
         )
     except (ValueError, KeyError, TypeError) as err:
         raise ExperimentError(f"{path}: unreadable ({err})") from None

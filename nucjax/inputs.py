@@ -1,6 +1,7 @@
-"""From images to model inputs: the channels each model reads, training
-examples (the report's whole-image resize, or native-resolution crops),
-and batches.
+"""From images to model inputs: the channels each model reads, and the
+training examples (each image resized once: the report's whole-image
+squeeze, or to the canonical nucleus diameter for crops), from which
+nucjax.batches draws the batches on the device.
 
 Inputs are float32 in 0..1, (H, W, C): the standard U-Net reads the
 preprocessed grey image; the extended one also its adaptive threshold and
@@ -13,10 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nucjax.augment import AugmentConfig, augment, recolour
+from nucjax.augment import AugmentConfig, recolour
 from nucjax.preprocess import NORMALISATIONS, PREPROCESSING, adaptive_threshold, nucleus_channel, to_square
-from nucjax.scale import resize_image, resize_labels, scale_to
-from nucjax.targets import targets
+from nucjax.scale import resize_image, resize_labels, scale_to, scaled_shape
 
 MODES = ("crop", "resize")
 
@@ -88,83 +88,54 @@ def reflect_pad(array: np.ndarray, height: int, width: int, top: int = 0, left: 
     return np.pad(array, widths, mode="symmetric")
 
 
-def training_example(
-    rng: np.random.Generator,
-    inputs: np.ndarray,
-    labels: np.ndarray,
-    config: InputConfig,
-    augment_config: AugmentConfig | None,
-    diameter: float | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One (size, size, C) float32 input and (size, size, K) target.
+@dataclass(frozen=True)
+class Example:
+    """One training image at the scale the model trains on: its input
+    variants ((h, w, C) uint8 each: the image, and any recoloured copy)
+    and its (h, w) int32 labels."""
 
-    inputs are a whole image's model_inputs (uint8), labels its instances,
-    diameter its median nucleus diameter (see scale.median_diameter).
-    """
-    size = config.size
+    variants: tuple
+    labels: np.ndarray
+
+
+def training_scale(labels: np.ndarray, config: InputConfig) -> float:
+    """The factor an image is resized by once for training: to the
+    canonical nucleus diameter when the config rescales, else 1."""
+    from nucjax.scale import median_diameter
+
+    return scale_to(median_diameter(labels), config.diameter) if config.rescales else 1.0
+
+
+def at_training_scale(inputs: np.ndarray, labels: np.ndarray, config: InputConfig, scale: float):
+    """(inputs, labels) as training crops are cut from them: the whole image
+    squeezed to size x size in resize mode, else resized by scale."""
     if config.mode == "resize":
-        x, _ = to_square(inputs, size)
-        y, _ = to_square(labels, size, nearest=True)
-    else:
-        window = size
-        if config.rescales:
-            spread = -np.log(1 - config.scale_jitter)
-            jitter = float(np.exp(rng.uniform(-spread, spread))) if spread > 0 else 1.0
-            window = max(8, round(size / (scale_to(diameter, config.diameter) * jitter)))
-        # A crop may hang over the edge: reflect the image to fill it.
-        x_full = reflect_pad(inputs, window, window)
-        y_full = reflect_pad(labels, window, window)
-        top = int(rng.integers(0, x_full.shape[0] - window + 1))
-        left = int(rng.integers(0, x_full.shape[1] - window + 1))
-        x = x_full[top : top + window, left : left + window]
-        y = y_full[top : top + window, left : left + window]
-        if window != size:  # the window is the crop at the canonical scale
-            x, y = resize_image(x, (size, size)), resize_labels(y, (size, size))
-    x = x.reshape(size, size, -1).astype(np.float32) / 255.0
-    if augment_config is not None:
-        x, y = augment(rng, x, y, augment_config)
-    return x, targets(y, config.border)
+        x, _ = to_square(inputs, config.size)
+        y, _ = to_square(labels, config.size, nearest=True)
+        return x.reshape(config.size, config.size, -1), y.astype(np.int32)
+    hw = scaled_shape(labels.shape, scale)
+    return resize_image(inputs, hw).reshape(*hw, -1), resize_labels(labels, hw)
 
 
-def training_batches(seed: int, epoch: int, steps: int, batch_size: int, examples, config: InputConfig, augment_config):
-    """Yield `steps` batches (x (B, S, S, C), y (B, S, S, K)) for one epoch.
-
-    examples: a sequence of (model_inputs, labels, median diameter), where
-    model_inputs may be a list of variants of the image (recoloured copies)
-    of which each step takes one at random. Images are drawn in a shuffled
-    order seeded by (seed, epoch), so a resumed epoch replays.
-    """
-    rng = np.random.default_rng([seed, epoch])
-    order = np.concatenate([rng.permutation(len(examples)) for _ in range(steps * batch_size // len(examples) + 1)])
-    for step in range(steps):
-        picks = order[step * batch_size : (step + 1) * batch_size]
-        pairs = [training_example(rng, _variant(rng, examples[i][0]), examples[i][1], config, augment_config,
-                                  examples[i][2] if len(examples[i]) > 2 else None) for i in picks]
-        yield np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-
-
-def _variant(rng: np.random.Generator, inputs):
-    """One of an image's input variants (the image itself when there is one)."""
-    if isinstance(inputs, np.ndarray):
-        return inputs
-    return inputs[int(rng.integers(len(inputs)))] if len(inputs) > 1 else inputs[0]
-
-
-def training_examples(samples, model: str, config: InputConfig, augment_config: AugmentConfig | None = None, seed: int = 0):
-    """(inputs variants, labels, median diameter) of each labelled sample.
+def training_examples(samples, model: str, config: InputConfig, augment_config: AugmentConfig | None = None,
+                      seed: int = 0) -> list[Example]:
+    """The Example of each labelled sample, resized once (see
+    at_training_scale); the batches are drawn from them on the device
+    (nucjax.batches).
 
     With augment_config.recolour > 0, an image gets, with that probability,
     a recoloured copy (see augment.recolour) beside itself; each training
-    step then picks one of the two. Inputs are computed on whole images,
-    as at prediction, so normalisation sees what it will see then.
+    crop then comes from one of the two. Inputs are computed on whole
+    images at their own size, as at prediction, so normalisation sees what
+    it will see then.
     """
-    from nucjax.scale import median_diameter
-
     rng = np.random.default_rng([seed, 7])
     examples = []
     for sample in samples:
-        variants = [model_inputs(sample.image, model, config)]
+        images = [sample.image]
         if augment_config is not None and augment_config.recolour and rng.random() < augment_config.recolour:
-            variants.append(model_inputs(recolour(rng, sample.image), model, config))
-        examples.append((variants, sample.labels, median_diameter(sample.labels)))
+            images.append(recolour(rng, sample.image))
+        scale = training_scale(sample.labels, config)
+        pairs = [at_training_scale(model_inputs(image, model, config), sample.labels, config, scale) for image in images]
+        examples.append(Example(tuple(x for x, _ in pairs), pairs[0][1]))
     return examples

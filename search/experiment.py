@@ -4,6 +4,7 @@ experiment.json, results.csv) with scores.png."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from nucjax.data import SEARCH_SMOKE
@@ -26,8 +27,46 @@ def load_split(args, smoke: bool):
     return Path(root).absolute(), *parts
 
 
+def make_report_refresh(folder: Path, every_s: float = 20.0):
+    """A Tune callback that rewrites folder/report.html (no failure gallery)
+    as trials report, at most every every_s seconds, so the page shows a
+    running search."""
+    from ray import tune
+
+    from search.report import write_report
+
+    class ReportRefresh(tune.Callback):
+        """Marks the page stale when a trial reports, errs or ends; rewrites it
+        at the end of Tune's next step, once the loggers have written the
+        trial's files, at most every every_s seconds (at once for errors and ends)."""
+
+        def __init__(self):
+            self.written = 0.0
+            self.stale = self.urgent = False
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.stale = True
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.stale = self.urgent = True
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.stale = self.urgent = True
+
+        def on_step_end(self, iteration, trials, **info):
+            if self.stale and (self.urgent or time.monotonic() - self.written >= every_s):
+                self.written, self.stale, self.urgent = time.monotonic(), False, False
+                try:
+                    write_report(folder, gallery=False, running=True)
+                except Exception as err:  # a report must never stop the search
+                    print(f"warning: report not refreshed: {err}", flush=True)
+
+    return ReportRefresh()
+
+
 def make_tuner(args, storage: str, smoke: bool, train, val, space: dict):
     from ray import tune
+    from ray.tune.logger import TBXLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
 
     from search.trainable import run_trial, trial_environment
@@ -39,9 +78,12 @@ def make_tuner(args, storage: str, smoke: bool, train, val, space: dict):
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},
     )
     parent, name = storage.rstrip("/").rsplit("/", 1)
+    # TensorBoard events in every trial folder; the report refreshed where the experiment is a local folder.
+    callbacks = [TBXLoggerCallback()] + ([make_report_refresh(Path(storage))] if "://" not in storage else [])
     run_config = tune.RunConfig(
         name=name,
         storage_path=parent,
+        callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=args.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=args.keep_checkpoints, checkpoint_score_attribute="score", checkpoint_score_order="max"),
         verbose=args.verbose,
@@ -141,9 +183,12 @@ def run_search(args, storage: str, smoke: bool) -> str:
     root, train, val, test = load_split(args, smoke)
     space = search_space(args.space, smoke, gpu=args.gpus_per_trial > 0)
     local = Path(storage) if "://" not in storage else None
+    how = {"train_images": len(train), "time_budget_min": args.time_budget, "grace_period": args.grace_period,
+           "max_epochs": args.max_epochs or int(space.get("epochs", 1)), "cpus_per_trial": args.cpus_per_trial,
+           "gpus_per_trial": args.gpus_per_trial}
     experiment = Experiment(Path(local or "."), root, args.space, SEARCH_SMOKE if smoke else None, args.split,
                             args.val_fraction, args.test_fraction, args.seed,
-                            tuple(s.image_id for s in val), tuple(s.image_id for s in test))
+                            tuple(s.image_id for s in val), tuple(s.image_id for s in test), search=how)
     if local is not None and not args.resume:
         experiment.write()
     print(f"searching '{args.space}' on {len(train)} training and {len(val)} validation images from {root}", flush=True)
@@ -154,7 +199,10 @@ def run_search(args, storage: str, smoke: bool) -> str:
         return _summary(rows, storage)
     experiment.write_results(rows, parameter_keys())
     write_score_plot(results, local / "scores.png")
-    return _summary(rows, storage)
+    from search.report import write_report
+
+    report = write_report(local)
+    return _summary(rows, storage) + f"\nreport: {report} (open it in a browser; tensorboard --logdir {storage})"
 
 
 def _summary(rows: list[dict], storage: str) -> str:

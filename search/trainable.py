@@ -22,6 +22,7 @@ METRICS = ("score", "loss", "epoch", "foreground", "images_per_s")
 def experiment_config(params: dict, device_bytes: int | None = None):
     """The ExperimentConfig of a trial's flat params (see search.spaces),
     through nucjax.config.from_params; batch_size None is chosen here."""
+    from nucjax.batches import RESIDENT_SHARE
     from nucjax.config import from_params
     from nucjax.models.memory import largest_batch
     from nucjax.models.unet_config import UNetConfig
@@ -31,7 +32,9 @@ def experiment_config(params: dict, device_bytes: int | None = None):
         # On a GPU, fill its share of memory; on a CPU, 8 is what pays.
         model = UNetConfig(params["model"], int(params.get("depth", 4)), int(params.get("base_filters", 16)),
                            out_channels=2 if params.get("border", True) else 1)
-        params["batch_size"] = min(32, largest_batch(model, int(params.get("size", 128)), device_bytes)) if device_bytes else 8
+        # The training set may take up to RESIDENT_SHARE of the device (nucjax.batches): batches get the rest.
+        spare = int(device_bytes * (1 - RESIDENT_SHARE)) if device_bytes else 0
+        params["batch_size"] = min(32, largest_batch(model, int(params.get("size", 128)), spare)) if device_bytes else 8
     return from_params(params)
 
 
@@ -85,23 +88,33 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
         tune.report({**score_simple(params, val), "node": node})
         return
 
+    from nucjax.postprocess import PostprocessConfig
+    from nucjax.train.film import FILM_IMAGES, film_frame, write_frame
     from nucjax.train.loop import train_and_evaluate
 
     config = experiment_config(params, _device_bytes())
     # Scratch space: Tune keeps the reported checkpoints in the experiment.
     workdir = Path(tempfile.mkdtemp(prefix="nucjax-trial-"))
+    film = workdir / "film"
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
-        # Resume: put Tune's checkpoint where train_and_evaluate looks for the latest.
+        # Resume: put Tune's checkpoint where train_and_evaluate looks for the latest, and the film so far back.
         with checkpoint.as_directory() as folder:
             epoch = json.loads((Path(folder) / "checkpoint.json").read_text())["epoch"]
             shutil.copytree(folder, workdir / "checkpoints" / f"epoch_{epoch:04d}")
+            if (Path(folder) / "film").is_dir():
+                shutil.copytree(Path(folder) / "film", film, dirs_exist_ok=True)
 
     def on_epoch(result, maps):
+        # The per-epoch film so far travels in every checkpoint, so the newest kept one holds all of it.
+        write_frame(film_frame([s.image for s in val[:FILM_IMAGES]], [s.labels for s in val[:FILM_IMAGES]],
+                               maps[:FILM_IMAGES], PostprocessConfig(**result.postprocess)), film, result.epoch)
+        shutil.copytree(film, Path(result.checkpoint) / "film", dirs_exist_ok=True)
         metrics = {name: getattr(result, name) for name in METRICS}
         metrics.update({f"score_{kind}": value for kind, value in result.scores_by_kind.items()})
         metrics.update({f"score_group_{group}": value for group, value in result.scores_by_group.items()})
-        metrics.update({"calibrated": json.dumps(result.postprocess), "node": node, "batch_size": config.train.batch_size})
+        metrics.update({"calibrated": json.dumps(result.postprocess), "node": node, "batch_size": config.train.batch_size,
+                        "pipeline": result.pipeline, "precision": config.train.precision})
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(result.checkpoint))
 
     try:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from nucjax.inference import padded_side, predict_image, predict_tiled
-from nucjax.inputs import InputConfig, model_inputs, reflect_pad, training_batches, training_example
+from nucjax.inputs import InputConfig, model_inputs, reflect_pad, training_examples
 
 
 def identity_forward(x):
@@ -63,28 +63,13 @@ def test_reflect_pad_mirrors_and_places_the_image():
 
 
 @pytest.mark.parametrize("mode", ["crop", "resize"])
-def test_training_examples_have_the_square_shape(tiny_samples, mode):
-    sample = tiny_samples[0]
+def test_training_examples_are_resized_once(tiny_samples, mode):
     config = InputConfig(size=32, mode=mode, border=True)
-    x, y = training_example(np.random.default_rng(0), model_inputs(sample.image, "standard"), sample.labels, config, None)
-    assert x.shape == (32, 32, 1) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
-    assert y.shape == (32, 32, 2)
-
-
-def test_a_crop_bigger_than_the_image_is_filled_by_reflection():
-    inputs = np.full((20, 24, 1), 200, np.uint8)
-    labels = np.ones((20, 24), np.int32)
-    x, y = training_example(np.random.default_rng(0), inputs, labels, InputConfig(size=64), None)
-    assert x.shape == (64, 64, 1) and np.allclose(x, 200 / 255)
-    assert y[..., 0].all()
-
-
-def test_batches_replay_for_the_same_epoch(tiny_samples):
-    examples = [(model_inputs(s.image, "standard"), s.labels) for s in tiny_samples]
-    config = InputConfig(size=32)
-    first = list(training_batches(0, 3, 2, 4, examples, config, None))
-    again = list(training_batches(0, 3, 2, 4, examples, config, None))
-    other = list(training_batches(0, 4, 2, 4, examples, config, None))
-    assert len(first) == 2 and first[0][0].shape == (4, 32, 32, 1)
-    assert all(np.array_equal(a[0], b[0]) for a, b in zip(first, again))
-    assert not np.array_equal(first[0][0], other[0][0])
+    examples = training_examples(tiny_samples, "extended", config)
+    for example, sample in zip(examples, tiny_samples):
+        x, labels = example.variants[0], example.labels
+        assert x.dtype == np.uint8 and x.shape[2] == 5 and labels.dtype == np.int32
+        if mode == "resize":
+            assert x.shape[:2] == labels.shape == (32, 32)
+        else:  # shrunk to the canonical diameter, never enlarged
+            assert x.shape[:2] == labels.shape and labels.shape[0] <= sample.labels.shape[0]

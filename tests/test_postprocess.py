@@ -25,7 +25,7 @@ def discs(shape, centres, radius):
 def maps_of(labels, blur=1.0):
     """Probability maps a good two-channel model would give for these labels."""
     body = cv2.GaussianBlur((labels > 0).astype(np.float32), (0, 0), blur)
-    border = np.clip(cv2.GaussianBlur(border_target(labels), (0, 0), blur) * 1.5, 0, 1)
+    border = np.clip(cv2.GaussianBlur(np.asarray(border_target(labels)), (0, 0), blur) * 1.5, 0, 1)
     return np.stack([body, border], axis=-1)
 
 

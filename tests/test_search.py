@@ -9,6 +9,7 @@ processes: this test process never imports Ray's driver or starts JAX in it.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -115,6 +116,66 @@ def test_trials_run_on_both_nodes_and_checkpoint_to_shared_storage(cluster, tmp_
     test_ids = json.loads((storage / "experiment.json").read_text())["test_ids"]
     assert test_ids and set(read_submission(tmp_path / "submission.csv")) == set(test_ids)
     assert "2 candidate members" in done.stderr and done.stdout.strip().splitlines()[-1].startswith("Kaggle score: ")
+    check_report(cluster, storage, tmp_path)
+    check_tensorboard(storage)
+
+
+def check_report(cluster, storage: Path, cwd: Path) -> None:
+    """The search wrote its report; after ensemble.predict --compare, search.report (the latest
+    experiment by default) adds the failure gallery and the comparison, and Chromium shows it all."""
+    from search.browser import find_chromium
+
+    written = (storage / "report.html").read_text()
+    assert "<h2 id='trials'>" in written and "finished" in written
+    env = {**cluster["env"], "PYTHONPATH": str(ROOT)}
+    compared = subprocess.run([sys.executable, "-m", "ensemble.predict", "--compare", "--out", str(cwd / "compared.csv")],
+                              cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert compared.returncode == 0, compared.stderr
+    shot = cwd / "report.png"
+    flags = ["--screenshot", str(shot)] if find_chromium() else []
+    done = subprocess.run([sys.executable, "-m", "search.report", *flags], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    page = (storage / "report.html").read_text()
+    assert page.count("<figure>") >= 2 and "Not run yet" not in page  # the failure gallery, the comparison
+    if not flags:
+        pytest.skip("no Chromium (.ci/run installs it): the report was checked as HTML only")
+    assert shot.stat().st_size > 20_000
+    from search.browser import Page
+
+    with Page() as browser:
+        browser.open((storage / "report.html").as_uri())
+        assert browser.evaluate("document.querySelectorAll('table.sortable')[0].tBodies[0].rows.length") == 2
+        assert browser.evaluate("document.images.length") >= 5  # curves, failures, film, comparison
+        assert browser.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+        for section in ("summary", "trials", "curves", "failures", "film", "ensemble"):
+            assert browser.evaluate(f"!!document.getElementById('{section}')")
+        scores = "Array.from(document.querySelectorAll('table.sortable')[0].tBodies[0].rows).map(r => parseFloat(r.cells[3].dataset.value))"
+        browser.evaluate("document.querySelectorAll('table.sortable')[0].tHead.rows[0].cells[3].click()")
+        descending = browser.evaluate(scores)
+        browser.evaluate("document.querySelectorAll('table.sortable')[0].tHead.rows[0].cells[3].click()")
+        assert browser.evaluate(scores) == sorted(descending) and descending == sorted(descending, reverse=True)
+
+
+def check_tensorboard(storage: Path) -> None:
+    """Every trial folder holds TensorBoard events with the validation score of every epoch it reported."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    for trial in sorted(storage.glob("trial_*")):
+        events = list(trial.glob("events.out.tfevents.*"))
+        assert events, f"{trial.name}: no TensorBoard events"
+        steps = set()
+        for path in events:
+            data = path.read_bytes()
+            offset = 0
+            while offset + 12 <= len(data):  # TFRecords: length, its CRC, the record, its CRC
+                (length,) = struct.unpack("<Q", data[offset : offset + 8])
+                event = Event.FromString(data[offset + 12 : offset + 12 + length])
+                offset += 12 + length + 4
+                steps |= {event.step for v in event.summary.value if v.tag.endswith("/score")}
+        reported = {json.loads(line)["training_iteration"] for line in (trial / "result.json").read_text().splitlines() if line}
+        assert reported and reported <= steps
 
 
 def trial_processes():
@@ -132,7 +193,9 @@ def test_a_killed_trial_resumes_from_its_last_checkpoint(cluster, tmp_path):
     storage = tmp_path / "exp"
     process = search(cluster, storage, "--space", "extended", "--samples", "1", "--max-epochs", "4", wait=False)
     trial = lambda: next(iter(sorted(storage.glob("trial_*"))), None)  # noqa: E731
-    wait_for(lambda: trial() is not None and len(progress(trial())) >= 1, 240, "a reported epoch")
+    report = storage / "report.html"  # refreshed as trials report: it shows the running trial
+    wait_for(lambda: trial() is not None and len(progress(trial())) >= 1
+             and report.is_file() and "running (epoch" in report.read_text(), 240, "a reported epoch in the report")
     victims = trial_processes()
     assert victims, "no trial process found"
     for victim in victims:
@@ -220,3 +283,18 @@ def test_trial_params_become_an_experiment_config():
     assert config.postprocess.method == "distance"
     on_gpu = experiment_config(params, device_bytes=16 * 2**30)
     assert 8 < on_gpu.train.batch_size <= 32  # filled from the memory estimate
+
+
+def test_gpu_trials_train_in_mixed_precision_and_cpu_trials_get_the_faster_convolutions():
+    from nucjax.cli import EIGEN_CONVOLUTIONS, cpu_convolution_flags
+    from search.spaces import search_space
+    from search.trainable import experiment_config, trial_environment
+
+    assert search_space("standard", gpu=True)["precision"] == "bfloat16"
+    assert search_space("extended", gpu=False)["precision"] == "float32"
+    gpu_params = {k: v for k, v in search_space("standard", gpu=True).items() if not hasattr(v, "sample")}
+    assert experiment_config(gpu_params).train.precision == "bfloat16"
+    environment = trial_environment(cpus=2, gpus=0)
+    assert cpu_convolution_flags() == EIGEN_CONVOLUTIONS  # jaxlib 0.10 here: the flag applies
+    assert EIGEN_CONVOLUTIONS in environment["XLA_FLAGS"] and environment["JAX_PLATFORMS"] == "cpu"
+    assert EIGEN_CONVOLUTIONS in trial_environment(cpus=1, gpus=0)["XLA_FLAGS"]  # beside the single-thread flags

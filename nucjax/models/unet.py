@@ -19,12 +19,13 @@ from nucjax.models.unet_config import EXTENDED_ARMS, MODELS, UNetConfig  # noqa:
 class ConvBlock(nnx.Module):
     """Two 3x3 'same' convolutions, each followed by optional batch norm and ReLU."""
 
-    def __init__(self, in_features: int, features: int, config: UNetConfig, rngs: nnx.Rngs):
+    def __init__(self, in_features: int, features: int, config: UNetConfig, rngs: nnx.Rngs, dtype=None):
         self.convs = nnx.List(
-            [nnx.Conv(i, features, (3, 3), padding="SAME", use_bias=not config.batch_norm, rngs=rngs)
+            [nnx.Conv(i, features, (3, 3), padding="SAME", use_bias=not config.batch_norm, dtype=dtype, rngs=rngs)
              for i in (in_features, features)]
         )
-        self.norms = nnx.List([nnx.BatchNorm(features, momentum=0.9, rngs=rngs) for _ in range(2)]) if config.batch_norm else None
+        self.norms = (nnx.List([nnx.BatchNorm(features, momentum=0.9, dtype=dtype, rngs=rngs) for _ in range(2)])
+                      if config.batch_norm else None)
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs) if config.dropout else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -55,23 +56,23 @@ class UpConv(nnx.Module):
     on inserted zeros that XLA spends on CPU.
     """
 
-    def __init__(self, in_features: int, features: int, rngs: nnx.Rngs):
+    def __init__(self, in_features: int, features: int, rngs: nnx.Rngs, dtype=None):
         self.features = features
-        self.conv = nnx.Conv(in_features, 4 * features, (1, 1), use_bias=False, rngs=rngs)
+        self.conv = nnx.Conv(in_features, 4 * features, (1, 1), use_bias=False, dtype=dtype, rngs=rngs)
         self.bias = nnx.Param(jnp.zeros((features,)))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, h, w, _ = x.shape
         y = self.conv(x).reshape(b, h, w, 2, 2, self.features)
-        return y.transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, self.features) + self.bias[...]
+        return y.transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, self.features) + self.bias[...].astype(y.dtype)
 
 
 class Encoder(nnx.Module):
     """The down path: returns the skip of every level and the bottleneck input."""
 
-    def __init__(self, in_channels: int, config: UNetConfig, rngs: nnx.Rngs):
+    def __init__(self, in_channels: int, config: UNetConfig, rngs: nnx.Rngs, dtype=None):
         widths = [config.base_filters * 2**i for i in range(config.depth)]
-        self.blocks = nnx.List([ConvBlock(c, w, config, rngs) for c, w in zip([in_channels] + widths[:-1], widths)])
+        self.blocks = nnx.List([ConvBlock(c, w, config, rngs, dtype) for c, w in zip([in_channels] + widths[:-1], widths)])
 
     def __call__(self, x: jax.Array) -> tuple[list[jax.Array], jax.Array]:
         skips = []
@@ -88,18 +89,18 @@ class Decoder(nnx.Module):
     arms: how many encoders feed it; their skips arrive concatenated.
     """
 
-    def __init__(self, config: UNetConfig, arms: int, rngs: nnx.Rngs):
+    def __init__(self, config: UNetConfig, arms: int, rngs: nnx.Rngs, dtype=None):
         widths = [config.base_filters * 2**i for i in range(config.depth)]
         bottom = config.base_filters * 2**config.depth
-        self.bottleneck = ConvBlock(arms * widths[-1], bottom, config, rngs)
+        self.bottleneck = ConvBlock(arms * widths[-1], bottom, config, rngs, dtype)
         self.ups = nnx.List([])
         self.blocks = nnx.List([])
         below = bottom
         for width in reversed(widths):
-            self.ups.append(UpConv(below, width, rngs))
-            self.blocks.append(ConvBlock(width + arms * width, width, config, rngs))
+            self.ups.append(UpConv(below, width, rngs, dtype))
+            self.blocks.append(ConvBlock(width + arms * width, width, config, rngs, dtype))
             below = width
-        self.head = nnx.Conv(widths[0], config.out_channels, (1, 1), rngs=rngs)
+        self.head = nnx.Conv(widths[0], config.out_channels, (1, 1), dtype=dtype, rngs=rngs)
 
     def __call__(self, skips: list[jax.Array], x: jax.Array) -> jax.Array:
         x = self.bottleneck(x)
@@ -111,10 +112,10 @@ class Decoder(nnx.Module):
 class UNet(nnx.Module):
     """The standard U-Net: one encoder on the preprocessed grey image."""
 
-    def __init__(self, config: UNetConfig, rngs: nnx.Rngs):
+    def __init__(self, config: UNetConfig, rngs: nnx.Rngs, dtype=None):
         self.config = config
-        self.encoder = Encoder(config.in_channels, config, rngs)
-        self.decoder = Decoder(config, 1, rngs)
+        self.encoder = Encoder(config.in_channels, config, rngs, dtype)
+        self.decoder = Decoder(config, 1, rngs, dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         self.config.check_input_size(*x.shape[1:3])
@@ -125,10 +126,10 @@ class MultiArmUNet(nnx.Module):
     """The extended U-Net: an encoder per input (preprocessed image, adaptive
     threshold, RGB), joined at the bottleneck and at every skip connection."""
 
-    def __init__(self, config: UNetConfig, rngs: nnx.Rngs):
+    def __init__(self, config: UNetConfig, rngs: nnx.Rngs, dtype=None):
         self.config = config
-        self.arms = nnx.List([Encoder(c, config, rngs) for c in EXTENDED_ARMS])
-        self.decoder = Decoder(config, len(EXTENDED_ARMS), rngs)
+        self.arms = nnx.List([Encoder(c, config, rngs, dtype) for c in EXTENDED_ARMS])
+        self.decoder = Decoder(config, len(EXTENDED_ARMS), rngs, dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         self.config.check_input_size(*x.shape[1:3])
@@ -139,7 +140,10 @@ class MultiArmUNet(nnx.Module):
         return self.decoder(skips, bottom)
 
 
-def build_model(config: UNetConfig, seed: int = 0) -> nnx.Module:
-    """A freshly initialised model for the config."""
+def build_model(config: UNetConfig, seed: int = 0, precision: str = "float32") -> nnx.Module:
+    """A freshly initialised model for the config. Parameters are float32
+    whatever the precision; 'bfloat16' computes activations and
+    convolutions in bfloat16 (mixed precision, for accelerators)."""
     rngs = nnx.Rngs(params=seed, dropout=seed + 1)
-    return (MultiArmUNet if config.model == "extended" else UNet)(config, rngs)
+    dtype = jnp.bfloat16 if precision == "bfloat16" else None
+    return (MultiArmUNet if config.model == "extended" else UNet)(config, rngs, dtype)

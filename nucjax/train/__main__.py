@@ -39,11 +39,15 @@ PARAMETER_FLAGS = (
     ("--split", "split", "group: validate on whole experiments held out; stratified: a share of every kind"),
     ("--val-fraction", "val_fraction", "validation share of each image kind"),
     ("--seed", "seed", None),
+    ("--pipeline", "pipeline", "resident: the training set on the device, batches drawn in the train step; "
+                               "streaming: each step's images sent to it; auto: resident while it fits"),
+    ("--precision", "precision", "bfloat16: mixed precision for GPUs (float32 parameters and loss)"),
 )
 #: Choices of the string parameters.
 CHOICES = {"model": ("standard", "extended"), "mode": ("crop", "resize"), "preprocessing": ("reference", "stain"),
            "normalisation": ("minmax", "percentile"), "schedule": ("cosine", "constant", "step"),
-           "loss": ("bce_dice", "bce"), "split": ("group", "stratified")}
+           "loss": ("bce_dice", "bce"), "split": ("group", "stratified"), "pipeline": ("auto", "resident", "streaming"),
+           "precision": ("float32", "bfloat16")}
 
 
 def parse_args(argv=None):
@@ -92,6 +96,7 @@ class Progress:
         self.bar = tqdm(total=steps_per_epoch, unit="step", file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
         self.steps_per_epoch = steps_per_epoch
         self.started = time.monotonic()
+        self.announced = False
 
     def step(self, step: int, loss: float) -> None:
         if self.bar.n >= self.steps_per_epoch:
@@ -102,6 +107,9 @@ class Progress:
 
     def epoch(self, result) -> None:
         self.bar.reset()
+        if not self.announced:
+            self.bar.write(f"training batches: {result.pipeline}", file=sys.stderr)
+            self.announced = True
         minutes = (time.monotonic() - self.started) / 60
         kinds = " ".join(f"{k} {v:.3f}" for k, v in result.scores_by_kind.items())
         groups = " ".join(f"{k} {v:.3f}" for k, v in result.scores_by_group.items())

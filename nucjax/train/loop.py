@@ -21,7 +21,8 @@ from flax import nnx
 from nucjax.config import ExperimentConfig, TrainConfig
 from nucjax.data import acquisition_groups, image_kind
 from nucjax.inference import Predictor
-from nucjax.inputs import training_batches, training_examples
+from nucjax.batches import batch_key, choose_pipeline, device_memory_bytes, epoch_order, make_batch, pack, packed_bytes, streamed_sets
+from nucjax.inputs import training_examples
 from nucjax.models.unet import build_model
 from nucjax.scale import resize_image
 from nucjax.segmenter import Model, Segmenter, calibrate_segmenter, labelled_maps, labelled_scores
@@ -57,6 +58,7 @@ class EpochResult:
     checkpoint: str
     postprocess: dict
     stopped_early: bool = False
+    pipeline: str = ""  # where batches came from: 'resident (N MB)' or 'streaming'
 
 
 def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
@@ -73,20 +75,70 @@ def make_optimizer(model, config: TrainConfig) -> nnx.Optimizer:
     return nnx.Optimizer(model, optax.adam(learning_rate_schedule(config)), wrt=nnx.Param)
 
 
-def make_train_step(config: ExperimentConfig):
+def make_update(config: ExperimentConfig):
+    """update(model, optimizer, x, y) -> loss: one optimizer step on a
+    batch (not jitted: it runs inside the jitted steps). The loss is
+    computed in float32 whatever the model's precision."""
     weights = jnp.asarray(config.train.channel_weights, jnp.float32)
     dice = config.train.loss == "bce_dice"
 
-    @nnx.jit
-    def train_step(model, optimizer, x, y):
+    def update(model, optimizer, x, y):
         def loss_fn(model):
-            return segmentation_loss(model(x), y, weights, dice)
+            return segmentation_loss(model(x).astype(jnp.float32), y, weights, dice)
 
         loss, grads = nnx.value_and_grad(loss_fn)(model)
         optimizer.update(model, grads)
         return loss
 
+    return update
+
+
+def make_train_step(config: ExperimentConfig):
+    """train_step(model, optimizer, data, indices, key) -> loss: draws the
+    batch of images `indices` of the TrainingSet data from key
+    (batches.make_batch) and updates the model, in one jit."""
+    update = make_update(config)
+
+    @nnx.jit
+    def train_step(model, optimizer, data, indices, key):
+        x, y = make_batch(key, data, indices, config.inputs, config.augment)
+        return update(model, optimizer, x, y)
+
     return train_step
+
+
+def build_training_model(config: ExperimentConfig):
+    """The model as training builds it (in the config's precision)."""
+    return build_model(config.model, seed=config.train.seed, precision=config.train.precision)
+
+
+class Batches:
+    """Where a run's batches come from: the packed training set resident on
+    the device, or each step's images streamed to it (batches.streamed_sets)
+    when the set is past the device's share (TrainConfig.pipeline)."""
+
+    def __init__(self, examples, config: ExperimentConfig):
+        self.examples = examples
+        self.config = config
+        device = jax.devices()[0]
+        self.nbytes = packed_bytes(examples)
+        self.mode = choose_pipeline(config.train.pipeline, self.nbytes, device_memory_bytes(device))
+        self.data = jax.device_put(pack(examples)) if self.mode == "resident" else None
+
+    @property
+    def description(self) -> str:
+        return f"{self.mode} ({self.nbytes / 2**20:.0f} MB)"
+
+    def epoch(self, epoch: int, steps: int):
+        """Yield (data, indices, key) for each step of an epoch."""
+        t = self.config.train
+        order = epoch_order(t.seed, epoch, steps, t.batch_size, len(self.examples))
+        if self.mode == "resident":
+            sets = ((self.data, jnp.asarray(row)) for row in order)
+        else:
+            sets = streamed_sets(self.examples, order)
+        for step, (data, indices) in enumerate(sets):
+            yield data, indices, batch_key(t.seed, epoch, step)
 
 
 def live_segmenter(forward, config: ExperimentConfig) -> Segmenter:
@@ -113,17 +165,16 @@ def evaluate(segmenter: Segmenter, val_samples, kinds, groups, config: Experimen
     return metrics, dataclasses.replace(config, postprocess=post), originals
 
 
-def seconds_per_step(model, config: ExperimentConfig, examples, steps: int = 3) -> float:
+def seconds_per_step(model, config: ExperimentConfig, batches: Batches, steps: int = 3) -> float:
     """Time a few train steps on a copy of the model (compilation excluded)."""
     probe = nnx.clone(model)
     optimizer = make_optimizer(probe, config.train)
     step = make_train_step(config)
-    batches = training_batches(config.train.seed, 0, steps + 1, config.train.batch_size, examples, config.inputs, config.augment)
-    x, y = next(batches)
-    jax.block_until_ready(step(probe, optimizer, x, y))  # compile
+    timed = batches.epoch(0, steps + 1)
+    jax.block_until_ready(step(probe, optimizer, *next(timed)))  # compile
     start = time.perf_counter()
-    for x, y in batches:
-        jax.block_until_ready(step(probe, optimizer, x, y))
+    for data, indices, key in timed:
+        jax.block_until_ready(step(probe, optimizer, data, indices, key))
     return (time.perf_counter() - start) / steps
 
 
@@ -166,11 +217,12 @@ def train_and_evaluate(
     resume = latest_checkpoint(workdir)
     if resume is not None:
         config = resume.config
-    model = build_model(config.model, seed=config.train.seed)
+    model = build_training_model(config)
     val_samples = list(val_samples)
     if not train_samples or not val_samples:
         raise ValueError(f"need training and validation images, got {len(train_samples)} and {len(val_samples)}")
-    train_examples = training_examples(train_samples, config.model.model, config.inputs, config.augment, config.train.seed)
+    batches = Batches(training_examples(train_samples, config.model.model, config.inputs, config.augment, config.train.seed),
+                      config)
     val_kinds = [image_kind(s.image) for s in val_samples]
     # Groups are clustered over every image, so their names match the split's.
     everything = list(train_samples) + val_samples
@@ -178,13 +230,14 @@ def train_and_evaluate(
     val_groups = [groups[s.image_id] for s in val_samples]
 
     if resume is None and fit_epochs_to_budget and time_budget_s:
-        step_seconds = seconds_per_step(model, config, train_examples)
+        step_seconds = seconds_per_step(model, config, batches)
         val_pixels = sum(s.image.shape[0] * s.image.shape[1] for s in val_samples)
         if config.inputs.rescales:
             val_pixels *= 2  # the first pass's pyramid, and for large nuclei a second pass
         remaining = time_budget_s - (time.monotonic() - start_time)
         epochs = epochs_for_budget(config, step_seconds, val_pixels, remaining, len(val_samples))
         config = config.replace(train={"epochs": epochs})
+        batches.config = config
 
     optimizer = make_optimizer(model, config.train)
     first_epoch = 1
@@ -201,29 +254,38 @@ def train_and_evaluate(
     results = []
     smallest_loss = float("inf")
     val_seconds = 0.0
+    step = int(optimizer.step[...])
+
+    def check(loss: float, step: int) -> None:
+        nonlocal smallest_loss
+        if not np.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss} at step {step}; lower the learning rate (now {config.train.learning_rate:g})")
+        smallest_loss = min(smallest_loss, loss)
+        if step > config.train.warmup_steps and loss > config.train.divergence_factor * max(smallest_loss, 1e-3):
+            raise TrainingDiverged(
+                f"loss exploded to {loss:.3g} at step {step} (lowest so far {smallest_loss:.3g}); "
+                f"lower the learning rate (now {config.train.learning_rate:g})"
+            )
+        losses.append(loss)
+        if on_step is not None:
+            on_step(step, loss)
+
     for epoch in range(first_epoch, config.train.epochs + 1):
         epoch_start = time.monotonic()
         losses = []
         stopped_early = False
-        batches = training_batches(config.train.seed, epoch, config.train.steps_per_epoch, config.train.batch_size,
-                                   train_examples, config.inputs, config.augment)
-        for x, y in batches:
-            if deadline and losses and time.monotonic() + val_seconds * 1.2 + 5 > deadline:
+        pending = None  # the last step's loss, read after the next step is queued so the device never idles
+        for data, indices, key in batches.epoch(epoch, config.train.steps_per_epoch):
+            if deadline and pending is not None and time.monotonic() + val_seconds * 1.2 + 5 > deadline:
                 stopped_early = True
                 break
-            loss = float(train_step(model, optimizer, x, y))
-            step = int(optimizer.step[...])
-            if not np.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss} at step {step}; lower the learning rate (now {config.train.learning_rate:g})")
-            smallest_loss = min(smallest_loss, loss)
-            if step > config.train.warmup_steps and loss > config.train.divergence_factor * max(smallest_loss, 1e-3):
-                raise TrainingDiverged(
-                    f"loss exploded to {loss:.3g} at step {step} (lowest so far {smallest_loss:.3g}); "
-                    f"lower the learning rate (now {config.train.learning_rate:g})"
-                )
-            losses.append(loss)
-            if on_step is not None:
-                on_step(step, loss)
+            loss = train_step(model, optimizer, data, indices, key)
+            step += 1
+            if pending is not None:
+                check(float(pending[0]), pending[1])
+            pending = (loss, step)
+        if pending is not None:
+            check(float(pending[0]), pending[1])
         train_seconds = time.monotonic() - epoch_start
 
         val_start = time.monotonic()
@@ -254,6 +316,7 @@ def train_and_evaluate(
             checkpoint=str(info.path),
             postprocess=dataclasses.asdict(config.postprocess),
             stopped_early=stopped_early,
+            pipeline=batches.description,
         )
         results.append(result)
         if on_epoch is not None:

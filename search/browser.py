@@ -1,0 +1,135 @@
+"""A headless Chromium driven over its DevTools protocol: open a page, run
+JavaScript in it, take a screenshot of the whole page. search.report's
+--screenshot uses it, and the tests check the report's DOM with it.
+
+Needs a Chromium binary (Debian: apt install chromium) and websocket-client.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+#: Flags for a browser with no display, no sandbox (containers, CI), and no network chatter.
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+         "--disable-extensions", "--disable-sync", "--no-first-run", "--no-default-browser-check", "--mute-audio",
+         "--hide-scrollbars")
+BINARIES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+class BrowserError(RuntimeError):
+    """No browser, or it did not answer."""
+
+
+def find_chromium() -> str | None:
+    return next((found for name in BINARIES if (found := shutil.which(name))), None)
+
+
+class Page:
+    """One tab of a headless Chromium; use as a context manager."""
+
+    def __init__(self, width: int = 1400, height: int = 1000, timeout: float = 30.0):
+        self.width, self.height, self.timeout = width, height, timeout
+        self._ids = itertools.count(1)
+
+    def __enter__(self) -> "Page":
+        import websocket
+
+        binary = find_chromium()
+        if binary is None:
+            raise BrowserError("no Chromium found: install it (Debian: apt install chromium)")
+        self._profile = tempfile.TemporaryDirectory(prefix="nucjax-chromium-")
+        self._process = subprocess.Popen(
+            [binary, *FLAGS, "--remote-debugging-port=0", f"--user-data-dir={self._profile.name}",
+             f"--window-size={self.width},{self.height}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        port = self._devtools_port()
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5).read())
+                page = next(t for t in targets if t.get("type") == "page")
+                break
+            except (OSError, StopIteration, ValueError):
+                if time.monotonic() > deadline:
+                    self.__exit__(None, None, None)
+                    raise BrowserError("Chromium opened no page") from None
+                time.sleep(0.1)
+        self._socket = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=self.timeout)
+        self.call("Emulation.setDeviceMetricsOverride",
+                  {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False})
+        return self
+
+    def _devtools_port(self) -> int:
+        """Chromium prints 'DevTools listening on ws://127.0.0.1:PORT/...' on stderr."""
+        deadline = time.monotonic() + self.timeout
+        seen = []
+        while time.monotonic() < deadline:
+            line = self._process.stderr.readline()
+            if not line and self._process.poll() is not None:
+                break
+            seen.append(line)
+            if "DevTools listening on ws://" in line:
+                return int(line.split("ws://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+        self.__exit__(None, None, None)
+        raise BrowserError("Chromium did not start: " + "".join(seen[-5:]).strip())
+
+    def __exit__(self, *exc) -> None:
+        socket = getattr(self, "_socket", None)
+        if socket is not None:
+            socket.close()
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+        self._profile.cleanup()
+
+    def call(self, method: str, params: dict | None = None) -> dict:
+        """Send one DevTools command and return its result (events in between are dropped)."""
+        message_id = next(self._ids)
+        self._socket.send(json.dumps({"id": message_id, "method": method, "params": params or {}}))
+        while True:
+            reply = json.loads(self._socket.recv())
+            if reply.get("id") == message_id:
+                if "error" in reply:
+                    raise BrowserError(f"{method}: {reply['error'].get('message')}")
+                return reply.get("result", {})
+
+    def evaluate(self, expression: str):
+        """The value of a JavaScript expression in the page."""
+        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
+        if "exceptionDetails" in result:
+            raise BrowserError(f"{expression!r} threw: {result['exceptionDetails'].get('text')}")
+        return result["result"].get("value")
+
+    def open(self, url: str) -> float:
+        """Load url and wait until it and its images have loaded; returns the
+        seconds from navigation start to the load event."""
+        self.call("Page.navigate", {"url": url})
+        deadline = time.monotonic() + self.timeout
+        while self.evaluate("document.readyState") != "complete" or self.evaluate("location.href") != url:
+            if time.monotonic() > deadline:
+                raise BrowserError(f"{url} did not finish loading in {self.timeout:g} s")
+            time.sleep(0.05)
+        timing = self.evaluate("JSON.stringify(performance.getEntriesByType('navigation')[0])")
+        entry = json.loads(timing) if timing else {}
+        return float(entry.get("loadEventEnd", 0.0)) / 1000
+
+    def screenshot(self, path: Path) -> Path:
+        """The whole page (not just the window) as a PNG."""
+        height = int(self.evaluate("Math.ceil(document.documentElement.scrollHeight)"))
+        self.call("Emulation.setDeviceMetricsOverride",
+                  {"width": self.width, "height": max(height, 1), "deviceScaleFactor": 1, "mobile": False})
+        shot = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+        path = Path(path)
+        path.write_bytes(base64.b64decode(shot["data"]))
+        return path

@@ -1,0 +1,102 @@
+"""search.report on hand-made experiment folders (the statuses, an errored
+trial, a running search, bad input) and in a real headless Chromium. The
+report of a real search is checked in test_search.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nucjax.experiment import Experiment
+from search.browser import find_chromium
+from search.report import asha_rungs, gather, main, render, write_report
+
+needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no Chromium (.ci/run installs it)")
+
+
+def make_trial(folder: Path, name: str, scores: list[float], epochs: int, error: str | None = None, **params):
+    trial = folder / name
+    trial.mkdir(parents=True)
+    (trial / "params.json").write_text(json.dumps({"epochs": epochs, "learning_rate": 1e-3, **params}))
+    lines = [json.dumps({"score": s, "loss": 1.0 / (i + 1), "epoch": i + 1, "training_iteration": i + 1,
+                         "time_total_s": 30.0 * (i + 1), "score_fluorescence": s + 0.1, "score_histology": s - 0.1})
+             for i, s in enumerate(scores)]
+    (trial / "result.json").write_text("\n".join(lines) + ("\n" if lines else ""))
+    if error:
+        (trial / "error.txt").write_text(f"Traceback (most recent call last):\n  File 'x.py'\n{error}\n")
+    return trial
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    folder = tmp_path / "exp"
+    Experiment(folder, tmp_path / "data", "standard", None, "group", 0.15, 0.1, 0, ("a", "b"), ("c",),
+               search={"train_images": 40, "time_budget_min": 10.0, "grace_period": 2, "max_epochs": 4,
+                       "cpus_per_trial": 1, "gpus_per_trial": 0}).write()
+    make_trial(folder, "trial_a", [0.3, 0.4, 0.45, 0.5], 4, learning_rate=2e-3)
+    make_trial(folder, "trial_b", [0.2, 0.25], 4)
+    make_trial(folder, "trial_c", [0.1], 4, error="ValueError: the loss became nan")
+    make_trial(folder, "trial_d", [0.3, 0.35, 0.38], 4)
+    return folder
+
+
+def test_every_trial_has_a_row_and_its_status(experiment):
+    assert asha_rungs(2, 4) == [2] and asha_rungs(3, 12) == [3, 6] and asha_rungs(None, 8) == []
+    report = gather(experiment, gallery=True)
+    page = render(report)
+    assert page.count("<tr class=") == 4
+    assert "finished" in page and "stopped by ASHA at epoch 2" in page
+    assert "stopped by the time budget at epoch 3" in page
+    assert "errored at epoch 1: ValueError: the loss became nan" in page
+    assert "trial_a: validation Kaggle score 0.5000 at epoch 4" in page
+    assert "learning_rate" in page  # a setting that differs between trials is a column
+    assert "score fluorescence" in page and "score histology" in page
+    # No checkpoint on disk: the page says so instead of a gallery, and keeps the rest.
+    assert "its checkpoints are not on disk" in page and "data:image/png;base64," in page
+
+
+def test_a_running_search_shows_the_trials_so_far(experiment):
+    page = render(gather(experiment, gallery=False, running=True))
+    assert "running (epoch 2)" in page and "running (epoch 3)" in page and "refreshes as trials report" in page
+    assert "errored at epoch 1" in page
+
+
+def test_an_experiment_without_a_report_or_trial_says_so(tmp_path):
+    folder = tmp_path / "empty"
+    Experiment(folder, tmp_path, "standard").write()
+    assert "this experiment has no trial folders" in render(gather(folder))
+    make_trial(folder, "trial_x", [], 4)
+    page = render(gather(folder))
+    assert "no trial finished an epoch" in page and "no report" in page
+
+
+def test_a_folder_that_is_not_an_experiment_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main([str(tmp_path)])
+    assert stopped.value.code == 2
+    assert "not a search experiment" in capsys.readouterr().err
+    assert not (tmp_path / "report.html").exists()
+
+
+@needs_chromium
+def test_chromium_renders_the_table_and_sorts_it(experiment, tmp_path):
+    from search.browser import Page
+
+    path = write_report(experiment, gallery=False)
+    with Page() as page:
+        page.open(path.as_uri())
+        assert page.evaluate("document.querySelectorAll('table.sortable tbody tr').length") == 4
+        assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+        first_column = "Array.from(document.querySelectorAll('table.sortable tbody tr')).map(r => r.cells[0].textContent)"
+        assert page.evaluate(first_column)[0] == "trial_a"  # best first
+        # Click 'best score': highest first; again: lowest first.
+        page.evaluate("Array.from(document.querySelectorAll('table.sortable th')).find(t => t.textContent == 'best score').click()")
+        assert page.evaluate(first_column) == ["trial_a", "trial_d", "trial_b", "trial_c"]
+        page.evaluate("Array.from(document.querySelectorAll('table.sortable th')).find(t => t.textContent == 'best score').click()")
+        assert page.evaluate(first_column) == ["trial_c", "trial_b", "trial_d", "trial_a"]
+        page.evaluate("Array.from(document.querySelectorAll('table.sortable th')).find(t => t.textContent == 'trial').click()")
+        assert page.evaluate(first_column) == ["trial_d", "trial_c", "trial_b", "trial_a"]
+        shot = page.screenshot(tmp_path / "report.png")
+    assert shot.stat().st_size > 10_000
