@@ -25,6 +25,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)  # absolute: Ray wants it so
 PYTHON=${PYTHON:-python}
 
 if [ "$DRY_RUN" = 1 ]; then
@@ -57,7 +58,7 @@ if command -v nvidia-smi >/dev/null; then
   SAMPLER=$!
 fi
 set +e
-"$PYTHON" -m search.run "${SEARCH[@]}" --storage "$PWD/$OUT/search" --verbose 0 "${DATA[@]}" 2>&1 | tail -n 25 | tee -a "$OUT/search.txt"
+"$PYTHON" -m search.run "${SEARCH[@]}" --storage "$OUT/search" --verbose 0 "${DATA[@]}" 2>&1 | tail -n 25 | tee -a "$OUT/search.txt"
 STATUS=${PIPESTATUS[0]}
 set -e
 if [ -n "$SAMPLER" ]; then

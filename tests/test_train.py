@@ -28,17 +28,17 @@ def split(samples):
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_steps_drawing_their_own_batches_lower_the_loss(tiny_samples, precision):
-    config = tiny_experiment(train={"learning_rate": 1e-2, "warmup_steps": 0, "epochs": 1, "steps_per_epoch": 200,
+    config = tiny_experiment(train={"learning_rate": 1e-2, "warmup_steps": 0, "epochs": 1, "steps_per_epoch": 120,
                                     "batch_size": 4, "precision": precision})
     model = loop.build_training_model(config)
     optimizer = loop.make_optimizer(model, config.train)
     step = loop.make_train_step(config)
     data = jax.device_put(pack(training_examples(tiny_samples, "standard", config.inputs, config.augment)))
     indices = jnp.arange(4, dtype=jnp.int32)
-    losses = np.array([float(step(model, optimizer, data, (indices + i) % 8, batch_key(0, 1, i))) for i in range(200)])
+    losses = np.array([float(step(model, optimizer, data, (indices + i) % 8, batch_key(0, 1, i))) for i in range(120)])
     assert np.isfinite(losses).all()
     assert losses[-20:].mean() < 0.7 * losses[:20].mean()  # augmented batches differ each step: compare averages
-    assert int(optimizer.step[...]) == 200
+    assert int(optimizer.step[...]) == 120
     params = jax.tree.leaves(nnx.state(model, nnx.Param))
     assert all(p.dtype == jnp.float32 for p in params)  # mixed precision keeps float32 parameters
 
