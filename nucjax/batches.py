@@ -102,20 +102,20 @@ def pack(examples: list[Example], plane_hw=None, variant_slots: int | None = Non
     variant_slots variant planes (streamed batches: one shape for all)."""
     shapes = [e.labels.shape for e in examples]
     counts = [len(e.variants) for e in examples]
-    firsts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
     flat_variants = [v for e in examples for v in e.variants]
     dtype = dtype or label_dtype(examples)
     if plane_hw is None:
         label_at, label_planes, label_hw = shelf_layout(shapes)
         input_at, input_planes, input_hw = shelf_layout([v.shape[:2] for v in flat_variants])
+        firsts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int32)
+        variants = input_at
     else:
         slots = variant_slots or max(counts)
         label_at = np.array([(i, 0, 0) for i in range(len(examples))], np.int32).reshape(-1, 3)
         input_at = np.array([(i * slots + k, 0, 0) for i, c in enumerate(counts) for k in range(c)], np.int32).reshape(-1, 3)
         firsts = np.arange(len(examples), dtype=np.int32) * slots
         label_planes, input_planes, label_hw, input_hw = len(examples), len(examples) * slots, plane_hw, plane_hw
-    variants = input_at
-    if plane_hw is not None:  # variants are addressed by slot: first + k, unused slots left empty
+        # Variants are addressed by slot (first + k); unused slots stay empty planes.
         variants = np.zeros((input_planes, 3), np.int32)
         variants[:, 0] = np.arange(input_planes)
     table = np.column_stack([label_at, np.asarray(shapes, np.int32).reshape(-1, 2), firsts, counts]).astype(np.int32)

@@ -236,8 +236,7 @@ def train_and_evaluate(
             val_pixels *= 2  # the first pass's pyramid, and for large nuclei a second pass
         remaining = time_budget_s - (time.monotonic() - start_time)
         epochs = epochs_for_budget(config, step_seconds, val_pixels, remaining, len(val_samples))
-        config = config.replace(train={"epochs": epochs})
-        batches.config = config
+        config = config.replace(train={"epochs": epochs})  # batches read only the seed and batch size
 
     optimizer = make_optimizer(model, config.train)
     first_epoch = 1
