@@ -33,19 +33,24 @@ def make_report_refresh(folder: Path, every_s: float = 20.0):
     running search."""
     from ray import tune
 
-    from search.report import write_report
+    from search.report import LiveSearch, write_report
 
     class ReportRefresh(tune.Callback):
         """Marks the page stale when a trial reports, errs or ends; rewrites it
         at the end of Tune's next step, once the loggers have written the
-        trial's files, at most every every_s seconds (at once for errors and ends)."""
+        trial's files, at most every every_s seconds (at once for a trial's
+        first report, errors and ends)."""
 
         def __init__(self):
             self.written = 0.0
             self.stale = self.urgent = False
+            self.reported: set[str] = set()
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             self.stale = True
+            if trial.trial_id not in self.reported:  # a new trial shows at once
+                self.reported.add(trial.trial_id)
+                self.urgent = True
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.stale = self.urgent = True
@@ -57,7 +62,12 @@ def make_report_refresh(folder: Path, every_s: float = 20.0):
             if self.stale and (self.urgent or time.monotonic() - self.written >= every_s):
                 self.written, self.stale, self.urgent = time.monotonic(), False, False
                 try:
-                    write_report(folder, gallery=False, running=True)
+                    # Tune's trial objects know what the experiment folder does not yet (search.report.LiveSearch).
+                    staged = [Path(t.local_path) for t in trials if t.local_path]
+                    ended = frozenset(Path(t.local_path).name for t in trials
+                                      if t.local_path and t.status in ("TERMINATED", "ERROR"))
+                    live = LiveSearch(staging=staged[0].parent if staged else None, ended=ended)
+                    write_report(folder, gallery=False, running=True, live=live)
                 except Exception as err:  # a report must never stop the search
                     print(f"warning: report not refreshed: {err}", flush=True)
 

@@ -32,7 +32,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nucjax.experiment import COMPARE_CSV, COMPARE_PNG
@@ -96,8 +96,31 @@ def read_trial(folder: Path) -> Trial:
     return Trial(folder.name, params, history, error, checkpoints)
 
 
-def read_trials(experiment_folder: Path) -> list[Trial]:
-    return [read_trial(p) for p in sorted(experiment_folder.glob("trial_*")) if p.is_dir()]
+@dataclass(frozen=True)
+class LiveSearch:
+    """What the running search knows that its folder does not yet: Tune
+    writes each trial's results to the driver's staging folder and copies
+    them into the experiment only from time to time; and which trials
+    have ended (stopped by ASHA, finished, errored)."""
+
+    staging: Path | None = None
+    ended: frozenset[str] = frozenset()
+
+
+def read_trials(experiment_folder: Path, staging: Path | None = None) -> list[Trial]:
+    """The experiment's trials: results from staging where it holds as many
+    (LiveSearch), checkpoints from the experiment folder, where Tune puts them."""
+    folders = [experiment_folder] + ([staging] if staging else [])
+    names = sorted({p.name for folder in folders for p in folder.glob("trial_*") if p.is_dir()})
+    trials = []
+    for name in names:
+        trial = read_trial(experiment_folder / name)
+        if staging and (staging / name).is_dir():
+            live = read_trial(staging / name)
+            if len(live.history) >= len(trial.history):
+                trial = replace(live, checkpoints=trial.checkpoints)
+        trials.append(trial)
+    return trials
 
 
 def asha_rungs(grace_period: int | None, max_epochs: int | None) -> list[int]:
@@ -322,20 +345,23 @@ class Report:
     experiment: object  # nucjax.experiment.Experiment
     trials: list[Trial]
     running: bool
+    ended: frozenset[str] = frozenset()  # while running: the trials that have ended
     problems: list[str] = field(default_factory=list)
     failures: list[Failure] | None = None
     failure_kinds: dict | None = None
     film: str | None = None
 
 
-def gather(folder: Path, gallery: bool = True, running: bool = False, cache: Path | None = None) -> Report:
+def gather(folder: Path, gallery: bool = True, running: bool = False, cache: Path | None = None,
+           live: LiveSearch | None = None) -> Report:
     """Read an experiment into a Report; what cannot be shown is said in report.problems.
     Raises nucjax.experiment.ExperimentError when folder is not an experiment."""
     from nucjax.experiment import read_experiment
 
+    live = live or LiveSearch()
     experiment = read_experiment(folder)
-    trials = read_trials(experiment.folder)
-    report = Report(experiment.folder, experiment, trials, running)
+    trials = read_trials(experiment.folder, live.staging)
+    report = Report(experiment.folder, experiment, trials, running, live.ended)
     scored = sorted((t for t in trials if t.best), key=lambda t: -t.best["score"])
     if not trials:
         report.problems.append("no trial has started yet" if running else "this experiment has no trial folders")
@@ -430,7 +456,7 @@ def render(report: Report) -> str:
     headings += [(f"score {k}", True) for k in kinds] + [(k, _numeric_setting(trials, k)) for k in settings]
     rows, classes = [], []
     for trial in sorted(trials, key=lambda t: -(t.best.get("score", -1))):
-        status = trial_status(trial, rungs, report.running)
+        status = trial_status(trial, rungs, report.running and trial.name not in report.ended)
         row = [trial.name, status, trial.epochs, trial.best.get("score"), trial.best.get("epoch")]
         row += [trial.best.get(f"score_{k}") for k in kinds] + [trial.params.get(k) for k in settings]
         rows.append(row)
@@ -489,9 +515,10 @@ def _ensemble_section(folder: Path) -> str:
     return out
 
 
-def write_report(folder: Path, gallery: bool = True, running: bool = False, cache: Path | None = None) -> Path:
+def write_report(folder: Path, gallery: bool = True, running: bool = False, cache: Path | None = None,
+                 live: LiveSearch | None = None) -> Path:
     """Write folder/report.html (through a temporary file, so a browser never reads half a page)."""
-    page = render(gather(Path(folder), gallery, running, cache))
+    page = render(gather(Path(folder), gallery, running, cache, live))
     path = Path(folder) / REPORT_FILE
     partial = path.with_suffix(".html.partial")
     partial.write_text(page)

@@ -54,17 +54,6 @@ def trial_environment(cpus: float, gpus: float) -> dict:
     return env
 
 
-def _device_bytes() -> int | None:
-    import jax
-
-    device = jax.devices()[0]
-    if device.platform == "cpu":
-        return None
-    stats = device.memory_stats() or {}
-    limit = stats.get("bytes_limit")
-    return int(limit) if limit else None
-
-
 def score_simple(params: dict, val) -> dict:
     """The report's threshold model with the shared post-processing, scored on val."""
     from nucjax.metrics import image_score
@@ -88,11 +77,15 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
         tune.report({**score_simple(params, val), "node": node})
         return
 
+    import jax
+
+    from nucjax.batches import device_memory_bytes
     from nucjax.postprocess import PostprocessConfig
     from nucjax.train.film import FILM_IMAGES, film_frame, write_frame
     from nucjax.train.loop import train_and_evaluate
 
-    config = experiment_config(params, _device_bytes())
+    device = jax.devices()[0]
+    config = experiment_config(params, None if device.platform == "cpu" else device_memory_bytes(device))
     # Scratch space: Tune keeps the reported checkpoints in the experiment.
     workdir = Path(tempfile.mkdtemp(prefix="nucjax-trial-"))
     film = workdir / "film"

@@ -69,3 +69,13 @@ def tiny_run(tmp_path_factory, tiny_root):
     main(["--data", str(tiny_root), "--out", str(run), "--size", "32", "--depth", "2", "--base-filters", "4",
           "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "2", "--val-fraction", "0.3"])
     return run
+
+
+#: With pyproject's `-n 2 --dist loadfile --no-loadscope-reorder`, files go to the two workers in this
+#: order, two each to start: the search tests (the longest, one Ray cluster) and a quick file to one,
+#: the scale tests (the next longest) to the other, and the rest to whichever is free.
+FIRST_FILES = ("test_search.py", "test_scale.py", "test_rle.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: FIRST_FILES.index(item.path.name) if item.path.name in FIRST_FILES else len(FIRST_FILES))

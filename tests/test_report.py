@@ -11,7 +11,7 @@ import pytest
 
 from nucjax.experiment import Experiment
 from search.browser import find_chromium
-from search.report import asha_rungs, gather, main, render, write_report
+from search.report import LiveSearch, asha_rungs, gather, main, render, write_report
 
 needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no Chromium (.ci/run installs it)")
 
@@ -61,6 +61,23 @@ def test_a_running_search_shows_the_trials_so_far(experiment):
     page = render(gather(experiment, gallery=False, running=True))
     assert "running (epoch 2)" in page and "running (epoch 3)" in page and "refreshes as trials report" in page
     assert "errored at epoch 1" in page
+
+
+def test_a_running_search_reads_tunes_staging_folder_and_knows_which_trials_ended(experiment, tmp_path):
+    # Tune has written trial_b's third epoch and a new trial_e to its staging folder, not yet to the experiment.
+    staging = tmp_path / "staging"
+    make_trial(staging, "trial_b", [0.2, 0.25, 0.3], 4)
+    make_trial(staging, "trial_e", [0.6], 4)
+    (experiment / "trial_a" / "checkpoint_000003").mkdir()
+    (experiment / "trial_a" / "checkpoint_000003" / "checkpoint.json").write_text("{}")
+    make_trial(staging, "trial_a", [0.3, 0.4], 4)  # older than the experiment's copy: not used
+    report = gather(experiment, gallery=False, running=True, live=LiveSearch(staging, frozenset({"trial_d"})))
+    trials = {t.name: t for t in report.trials}
+    assert trials["trial_b"].epochs == 3 and trials["trial_e"].epochs == 1 and trials["trial_a"].epochs == 4
+    assert [c.name for c in trials["trial_a"].checkpoints] == ["checkpoint_000003"]
+    page = render(report)
+    assert page.count("<tr class=") == 5 and "running (epoch 3)" in page
+    assert "stopped by the time budget at epoch 3" in page  # trial_d ended: not running
 
 
 def test_an_experiment_without_a_report_or_trial_says_so(tmp_path):

@@ -1,6 +1,7 @@
 """The search on a real two-node Ray cluster on loopback: trials on both
-nodes, a killed trial resuming from its checkpoint, an interrupted search
-resumed with --resume, and bad input refused before any trial starts.
+nodes, the report refreshed as they run, a killed trial resuming from its
+checkpoint, an interrupted search resumed with --resume, and a resource
+request no node can hold. What needs no cluster is in test_search_setup.py.
 
 The cluster is started once for this module, by `ray start`, in separate
 processes: this test process never imports Ray's driver or starts JAX in it.
@@ -11,9 +12,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,17 +36,30 @@ def ray_env(tmp_root: Path, cache: Path) -> dict:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """Two Ray nodes on 127.0.0.1, one CPU each, told apart by a custom resource."""
-    tmp_root = tmp_path_factory.mktemp("ray")
+    # Ray's sockets live under its temp dir, and a socket's path may not pass 107 bytes: pytest's
+    # per-worker folders are too deep for it.
+    tmp_root = Path(tempfile.mkdtemp(prefix="nucjax-ray-"))
     env = ray_env(tmp_root, tmp_path_factory.getbasetemp() / "cache")  # the cache the other tests use
-    ray = [sys.executable, "-m", "ray.scripts.scripts"]
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
-    subprocess.run(ray + ["start", "--head", "--port", str(PORT), "--include-dashboard", "false",
-                          "--temp-dir", str(tmp_root), "--resources", '{"head_node": 1}'] + common,
-                   env=env, check=True, capture_output=True, timeout=120)
-    subprocess.run(ray + ["start", "--address", f"127.0.0.1:{PORT}", "--resources", '{"second_node": 1}'] + common,
-                   env=env, check=True, capture_output=True, timeout=120)
-    yield {"address": f"127.0.0.1:{PORT}", "env": env}
-    stop_cluster(tmp_root)
+    try:
+        ray_start(["--head", "--port", str(PORT), "--include-dashboard", "false", "--temp-dir", str(tmp_root),
+                   "--resources", '{"head_node": 1}'] + common, env)
+        ray_start(["--address", f"127.0.0.1:{PORT}", "--resources", '{"second_node": 1}'] + common, env)
+        yield {"address": f"127.0.0.1:{PORT}", "env": env}
+    finally:  # a node that failed to start must not leave the other running
+        stop_cluster(tmp_root)
+        shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+def ray_start(flags: list[str], env: dict, attempts: int = 3) -> None:
+    """`ray start`, tried again when it fails: on a loaded machine (the other test
+    worker compiling) a node may miss its deadline to register."""
+    for _ in range(attempts):
+        done = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "start", *flags], env=env,
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode == 0:
+            return
+    raise AssertionError(f"ray start {' '.join(flags)} failed:\n{done.stdout[-1500:]}\n{done.stderr[-1500:]}")
 
 
 def stop_cluster(tmp_root: Path) -> None:
@@ -54,7 +70,7 @@ def stop_cluster(tmp_root: Path) -> None:
     ours = [p for p in psutil.process_iter(["cmdline"]) if str(tmp_root) in " ".join(p.info["cmdline"] or [])]
     for process in ours:
         process.terminate()
-    _, alive = psutil.wait_procs(ours, timeout=20)
+    _, alive = psutil.wait_procs(ours, timeout=3)  # some Ray processes ignore SIGTERM: do not wait long
     for process in alive:
         process.kill()
 
@@ -188,11 +204,9 @@ def trial_processes():
 
 def test_a_killed_trial_resumes_from_its_last_checkpoint(cluster, tmp_path):
     storage = tmp_path / "exp"
-    process = search(cluster, storage, "--space", "extended", "--samples", "1", "--max-epochs", "4", wait=False)
+    process = search(cluster, storage, "--space", "extended", "--samples", "1", "--max-epochs", "2", wait=False)
     trial = lambda: next(iter(sorted(storage.glob("trial_*"))), None)  # noqa: E731
-    report = storage / "report.html"  # refreshed as trials report: it shows the running trial
-    wait_for(lambda: trial() is not None and len(progress(trial())) >= 1
-             and report.is_file() and "running (epoch" in report.read_text(), 240, "a reported epoch in the report")
+    wait_for(lambda: trial() is not None and len(progress(trial())) >= 1, 240, "a reported epoch")
     victims = trial_processes()
     assert victims, "no trial process found"
     for victim in victims:
@@ -200,24 +214,27 @@ def test_a_killed_trial_resumes_from_its_last_checkpoint(cluster, tmp_path):
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output
     epochs = [int(float(row["epoch"])) for row in progress(trial())]
-    assert epochs[-1] == 4
+    assert epochs[-1] == 2
     # Every epoch is reported, and at most one is trained twice.
-    assert sorted(set(epochs)) == [1, 2, 3, 4] and len(epochs) - 4 <= 1
+    assert sorted(set(epochs)) == [1, 2] and len(epochs) - 2 <= 1
 
 
 def test_an_interrupted_search_resumes(cluster, tmp_path):
     storage = tmp_path / "exp"
-    process = search(cluster, storage, "--space", "extended", "--samples", "3", "--max-concurrent", "1",
-                     "--max-epochs", "1", wait=False)
-    wait_for(lambda: any(len(progress(t)) >= 1 for t in storage.glob("trial_*")), 240, "a first report")
+    process = search(cluster, storage, "--space", "extended", "--samples", "2", "--max-concurrent", "1",
+                     "--max-epochs", "2", wait=False)
+    report = storage / "report.html"  # refreshed as trials report: it shows the search so far
+    shows_first_trial = lambda page: "running (epoch 1)" in page or "finished" in page  # noqa: E731
+    wait_for(lambda: report.is_file() and "refreshes as trials report" in report.read_text()
+             and shows_first_trial(report.read_text()), 240, "the first trial in the running search's report")
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=120)
-    finished = lambda: [r for r in results(storage) if r.get("epochs_run") == "1"]  # noqa: E731
+    finished = lambda: [r for r in results(storage) if r.get("epochs_run") == "2"]  # noqa: E731
     if (storage / "results.csv").exists():  # Tune may report what it had when interrupted
-        assert len(finished()) < 3
+        assert len(finished()) < 2
     code, output = search(cluster, storage, "--resume")
     assert code == 0, output
-    assert len(results(storage)) == 3 and len(finished()) == 3
+    assert len(results(storage)) == 2 and len(finished()) == 2
 
 
 def test_the_simple_space_needs_no_training(cluster, tmp_path):
@@ -228,70 +245,7 @@ def test_the_simple_space_needs_no_training(cluster, tmp_path):
     assert len(rows) == 3 and all(0 <= float(r["score"]) <= 1 for r in rows)
 
 
-@pytest.mark.parametrize(
-    "flags, message",
-    [
-        (["--space", "resnet"], "unknown search space 'resnet'"),
-        (["--data", "/nonexistent/folder"], "no such folder"),
-        (["--storage", "/proc/nucjax-cannot-write"], "cannot write there"),
-        (["--resume"], "no experiment to resume"),
-    ],
-)
-def test_bad_input_is_refused_before_ray_starts(tmp_path, flags, message):
-    command = [sys.executable, "-m", "search.run", *flags]
-    if "--storage" not in flags:
-        command += ["--storage", str(tmp_path / "exp")]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert message in result.stderr
-
-
 def test_an_impossible_resource_request_is_refused(cluster, tmp_path):
     code, output = search(cluster, tmp_path / "exp", "--gpus-per-trial", "1")
     assert code == 2
     assert "no node can hold a trial" in output
-
-
-def test_cluster_yaml_passes_rays_validator():
-    import copy
-
-    import yaml
-    from ray.autoscaler._private.util import prepare_config, validate_config
-
-    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
-    validate_config(prepare_config(copy.deepcopy(config)))
-    gpu = config["available_node_types"]["gpu_worker"]
-    assert gpu["resources"]["GPU"] >= 1 and config["available_node_types"]["head"]["resources"].get("GPU", 0) == 0
-    broken = copy.deepcopy(config)
-    broken["head_node_type"] = "missing"
-    with pytest.raises(ValueError):
-        validate_config(prepare_config(broken))
-
-
-def test_trial_params_become_an_experiment_config():
-    from search.trainable import experiment_config
-
-    params = {"model": "extended", "size": 256, "mode": "resize", "base_filters": 8, "depth": 4, "learning_rate": 1e-3,
-              "border": False, "border_weight": 2.0, "batch_size": None, "postprocess": "distance"}
-    config = experiment_config(params)
-    assert config.model.model == "extended" and config.model.out_channels == 1
-    assert config.inputs.size == 256 and config.inputs.mode == "resize"
-    assert config.train.batch_size == 8  # on a CPU
-    assert config.postprocess.method == "distance"
-    on_gpu = experiment_config(params, device_bytes=16 * 2**30)
-    assert 8 < on_gpu.train.batch_size <= 32  # filled from the memory estimate
-
-
-def test_gpu_trials_train_in_mixed_precision_and_cpu_trials_get_the_faster_convolutions():
-    from nucjax.cli import EIGEN_CONVOLUTIONS, cpu_convolution_flags
-    from search.spaces import search_space
-    from search.trainable import experiment_config, trial_environment
-
-    assert search_space("standard", gpu=True)["precision"] == "bfloat16"
-    assert search_space("extended", gpu=False)["precision"] == "float32"
-    gpu_params = {k: v for k, v in search_space("standard", gpu=True).items() if not hasattr(v, "sample")}
-    assert experiment_config(gpu_params).train.precision == "bfloat16"
-    environment = trial_environment(cpus=2, gpus=0)
-    assert cpu_convolution_flags() == EIGEN_CONVOLUTIONS  # jaxlib 0.10 here: the flag applies
-    assert EIGEN_CONVOLUTIONS in environment["XLA_FLAGS"] and environment["JAX_PLATFORMS"] == "cpu"
-    assert EIGEN_CONVOLUTIONS in trial_environment(cpus=1, gpus=0)["XLA_FLAGS"]  # beside the single-thread flags

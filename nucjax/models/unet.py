@@ -11,9 +11,27 @@ import itertools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from nucjax.models.unet_config import EXTENDED_ARMS, MODELS, UNetConfig  # noqa: F401 (re-exported)
+
+
+def lecun_normal_on_host(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    """flax's default kernel initialiser (normal, truncated at two standard
+    deviations, variance 1 / fan-in), drawn by numpy from the key's bits.
+    JAX compiles its sampler once per kernel shape, 1-5 s each on a CPU: a
+    U-Net's ~20 shapes cost a fresh process more than compiling its train step."""
+    bits = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    rng = np.random.default_rng(np.asarray(bits, dtype=np.uint32).ravel())
+    values = rng.standard_normal(int(np.prod(shape)))
+    outside = np.abs(values) > 2
+    while outside.any():  # redraw past two standard deviations, as jax.random.truncated_normal's range does
+        values[outside] = rng.standard_normal(int(outside.sum()))
+        outside = np.abs(values) > 2
+    fan_in = int(np.prod(shape[:-1]))
+    # 0.8796 is the standard deviation of a unit normal truncated at +-2: rescaled to variance 1 / fan-in.
+    return jnp.asarray(values.reshape(shape) * (np.sqrt(1.0 / fan_in) / 0.87962566103423978), dtype)
 
 
 class ConvBlock(nnx.Module):
@@ -21,7 +39,8 @@ class ConvBlock(nnx.Module):
 
     def __init__(self, in_features: int, features: int, config: UNetConfig, rngs: nnx.Rngs, dtype=None):
         self.convs = nnx.List(
-            [nnx.Conv(i, features, (3, 3), padding="SAME", use_bias=not config.batch_norm, dtype=dtype, rngs=rngs)
+            [nnx.Conv(i, features, (3, 3), padding="SAME", use_bias=not config.batch_norm, dtype=dtype,
+                      kernel_init=lecun_normal_on_host, rngs=rngs)
              for i in (in_features, features)]
         )
         self.norms = (nnx.List([nnx.BatchNorm(features, momentum=0.9, dtype=dtype, rngs=rngs) for _ in range(2)])
@@ -58,7 +77,8 @@ class UpConv(nnx.Module):
 
     def __init__(self, in_features: int, features: int, rngs: nnx.Rngs, dtype=None):
         self.features = features
-        self.conv = nnx.Conv(in_features, 4 * features, (1, 1), use_bias=False, dtype=dtype, rngs=rngs)
+        self.conv = nnx.Conv(in_features, 4 * features, (1, 1), use_bias=False, dtype=dtype,
+                             kernel_init=lecun_normal_on_host, rngs=rngs)
         self.bias = nnx.Param(jnp.zeros((features,)))
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -100,7 +120,7 @@ class Decoder(nnx.Module):
             self.ups.append(UpConv(below, width, rngs, dtype))
             self.blocks.append(ConvBlock(width + arms * width, width, config, rngs, dtype))
             below = width
-        self.head = nnx.Conv(widths[0], config.out_channels, (1, 1), dtype=dtype, rngs=rngs)
+        self.head = nnx.Conv(widths[0], config.out_channels, (1, 1), dtype=dtype, kernel_init=lecun_normal_on_host, rngs=rngs)
 
     def __call__(self, skips: list[jax.Array], x: jax.Array) -> jax.Array:
         x = self.bottleneck(x)

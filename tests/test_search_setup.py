@@ -1,0 +1,77 @@
+"""What the search checks and decides before any trial runs: bad input
+refused before Ray starts, the cluster config, trial params, the trial
+environment. No Ray cluster: these run beside the cluster tests of
+test_search.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--space", "resnet"], "unknown search space 'resnet'"),
+        (["--data", "/nonexistent/folder"], "no such folder"),
+        (["--storage", "/proc/nucjax-cannot-write"], "cannot write there"),
+        (["--resume"], "no experiment to resume"),
+    ],
+)
+def test_bad_input_is_refused_before_ray_starts(tmp_path, flags, message):
+    command = [sys.executable, "-m", "search.run", *flags]
+    if "--storage" not in flags:
+        command += ["--storage", str(tmp_path / "exp")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_cluster_yaml_passes_rays_validator():
+    import copy
+
+    import yaml
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    validate_config(prepare_config(copy.deepcopy(config)))
+    gpu = config["available_node_types"]["gpu_worker"]
+    assert gpu["resources"]["GPU"] >= 1 and config["available_node_types"]["head"]["resources"].get("GPU", 0) == 0
+    broken = copy.deepcopy(config)
+    broken["head_node_type"] = "missing"
+    with pytest.raises(ValueError):
+        validate_config(prepare_config(broken))
+
+
+def test_trial_params_become_an_experiment_config():
+    from search.trainable import experiment_config
+
+    params = {"model": "extended", "size": 256, "mode": "resize", "base_filters": 8, "depth": 4, "learning_rate": 1e-3,
+              "border": False, "border_weight": 2.0, "batch_size": None, "postprocess": "distance"}
+    config = experiment_config(params)
+    assert config.model.model == "extended" and config.model.out_channels == 1
+    assert config.inputs.size == 256 and config.inputs.mode == "resize"
+    assert config.train.batch_size == 8  # on a CPU
+    assert config.postprocess.method == "distance"
+    on_gpu = experiment_config(params, device_bytes=16 * 2**30)
+    assert 8 < on_gpu.train.batch_size <= 32  # filled from the memory estimate
+
+
+def test_gpu_trials_train_in_mixed_precision_and_cpu_trials_get_the_faster_convolutions():
+    from nucjax.cli import EIGEN_CONVOLUTIONS, cpu_convolution_flags
+    from search.spaces import search_space
+    from search.trainable import experiment_config, trial_environment
+
+    assert search_space("standard", gpu=True)["precision"] == "bfloat16"
+    assert search_space("extended", gpu=False)["precision"] == "float32"
+    gpu_params = {k: v for k, v in search_space("standard", gpu=True).items() if not hasattr(v, "sample")}
+    assert experiment_config(gpu_params).train.precision == "bfloat16"
+    environment = trial_environment(cpus=2, gpus=0)
+    assert cpu_convolution_flags() == EIGEN_CONVOLUTIONS  # jaxlib 0.10 here: the flag applies
+    assert EIGEN_CONVOLUTIONS in environment["XLA_FLAGS"] and environment["JAX_PLATFORMS"] == "cpu"
+    assert EIGEN_CONVOLUTIONS in trial_environment(cpus=1, gpus=0)["XLA_FLAGS"]  # beside the single-thread flags
