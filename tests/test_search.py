@@ -191,14 +191,20 @@ def check_tensorboard(storage: Path) -> None:
         assert reported and reported <= steps
 
 
-def trial_processes():
+def trial_processes(cluster) -> list:
+    """This cluster's trial processes: its workers inherit RAY_TMPDIR from `ray start`
+    (a search the user runs beside the tests is left alone)."""
     import psutil
 
     found = []
     for process in psutil.process_iter(["cmdline"]):
         line = " ".join(process.info["cmdline"] or [])
         if "ray::" in line and ("ImplicitFunc" in line or "run_trial" in line):
-            found.append(process)
+            try:
+                if process.environ().get("RAY_TMPDIR") == cluster["env"]["RAY_TMPDIR"]:
+                    found.append(process)
+            except psutil.Error:
+                continue
     return found
 
 
@@ -207,7 +213,7 @@ def test_a_killed_trial_resumes_from_its_last_checkpoint(cluster, tmp_path):
     process = search(cluster, storage, "--space", "extended", "--samples", "1", "--max-epochs", "2", wait=False)
     trial = lambda: next(iter(sorted(storage.glob("trial_*"))), None)  # noqa: E731
     wait_for(lambda: trial() is not None and len(progress(trial())) >= 1, 240, "a reported epoch")
-    victims = trial_processes()
+    victims = trial_processes(cluster)
     assert victims, "no trial process found"
     for victim in victims:
         victim.kill()
