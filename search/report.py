@@ -452,7 +452,7 @@ def render(report: Report) -> str:
     # Trials
     settings = varied_settings(trials)
     kinds = kinds_of(trials)
-    headings = [("trial", False), ("status", False), ("epochs", True), ("best score", True), ("best epoch", True)]
+    headings = [("trial", False), ("status", False), ("epochs run", True), ("best score", True), ("best epoch", True)]
     headings += [(f"score {k}", True) for k in kinds] + [(k, _numeric_setting(trials, k)) for k in settings]
     rows, classes = [], []
     for trial in sorted(trials, key=lambda t: -(t.best.get("score", -1))):
