@@ -15,7 +15,7 @@ during training, prediction and ensembles. Methods:
 - border: the DSB2018 winners' way for body + border models: seeds are
   body x (1 - border) > seed_threshold, small seeds dropped, and a
   watershed on the inverted body probability grows them within
-  body > threshold.
+  body > threshold; a piece of that mask no seed reached is one object.
 - auto (the default): border when the maps have a border channel, else distance.
 
 All but reference fill the holes of the mask first, and drop objects under
@@ -175,7 +175,19 @@ def _raw_instances(probabilities: np.ndarray, config: PostprocessConfig) -> np.n
         markers, distance = distance_markers(mask, config)
         return _grow(markers, -distance, mask)
     seeds = components(body * (1 - probabilities[..., 1]) > config.seed_threshold, config.min_seed_size)
-    return _grow(seeds, -body, mask | (seeds > 0))
+    return _keep_unseeded(_grow(seeds, -body, mask | (seeds > 0)), mask)
+
+
+def _keep_unseeded(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """labels plus, as one object each, the pieces of mask no seed reached.
+    A nucleus whose border is predicted thick or whose body is dim gets no
+    seed; dropping it costs a miss, keeping it whole costs at worst an
+    unsplit pair. The clean-up still drops small and dim pieces."""
+    pieces = components(mask)
+    reached = np.zeros(int(pieces.max()) + 1, bool)
+    reached[pieces[labels > 0]] = True
+    unseeded = _relabel(pieces, ~reached)
+    return np.where(unseeded > 0, unseeded + labels.max(), labels).astype(np.int32)
 
 
 def instances(probabilities: np.ndarray, config: PostprocessConfig = PostprocessConfig(), image: np.ndarray | None = None) -> np.ndarray:

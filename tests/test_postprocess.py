@@ -42,6 +42,19 @@ def test_touching_discs_are_split(method):
 def test_connected_components_cannot_split_them():
     assert instances(maps_of(TOUCHING), PostprocessConfig(method="cc")).max() == 1
 
+def test_a_nucleus_with_no_seed_is_kept_whole_beside_seeded_ones():
+    # A dim or thick-bordered nucleus never passes the seed threshold: it is
+    # kept as one object, not dropped, and the seeded pair is still split.
+    labels = TOUCHING.copy()
+    labels[discs(TOUCHING.shape, [(12, 70)], 7) > 0] = 3
+    maps = maps_of(labels)
+    maps[..., 1][labels == 3] = 0.6  # body x (1 - border) <= 0.4 there
+    out = instances(maps, PostprocessConfig(method="border", seed_threshold=0.7))
+    assert out.max() == 3
+    assert out[12, 70] > 0 and set(np.unique(out[labels == 3])) <= {0, out[12, 70]}
+    assert image_score(labels, out).score >= 0.6
+
+
 
 @pytest.mark.parametrize("method", ["cc", "distance", "border", "reference"])
 def test_a_lone_nucleus_stays_whole(method):
