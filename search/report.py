@@ -5,8 +5,8 @@ offline. Sections:
 - summary: data, split sizes, budget, resources, the best trial and its
   validation score, the commands that turn it into a submission;
 - trials: every trial's varied parameters, status (finished; stopped by
-  ASHA at epoch N; stopped by the time budget; running; errored, with the
-  error's last line), epochs, best validation score and per-kind scores,
+  ASHA at epoch N; stopped by the time budget; running; not started when
+  the search ended first; errored, with the error's last line), epochs, best validation score and per-kind scores,
   sortable by any column (click its heading);
 - learning curves: validation score and training loss against epoch, and
   score against wall time, every trial on one plot, ASHA's rungs marked;
@@ -135,12 +135,15 @@ def asha_rungs(grace_period: int | None, max_epochs: int | None) -> list[int]:
 
 
 def trial_status(trial: Trial, rungs: list[int], running: bool) -> str:
-    """finished, stopped by ASHA at epoch N, stopped by the time budget, running, or the error."""
+    """finished, stopped by ASHA at epoch N, stopped by the time budget,
+    running, waiting, not started, no report (started, ended before its
+    first epoch), or the error."""
     if trial.error:
         return f"errored at epoch {trial.epochs}: {trial.error}"
     planned = int(_number(trial.params.get("epochs")) or 0)
     if not trial.history:
-        return "waiting" if running else "no report"
+        # Tune writes params.json when a trial starts: without it, the search ended first.
+        return "waiting" if running else ("no report" if trial.params else "not started")
     if planned and trial.epochs >= planned:
         return "finished"
     if running:

@@ -87,6 +87,8 @@ def test_an_experiment_without_a_report_or_trial_says_so(tmp_path):
     make_trial(folder, "trial_x", [], 4)
     page = render(gather(folder))
     assert "no trial finished an epoch" in page and "no report" in page
+    (folder / "trial_y").mkdir()  # a trial the search never started: Tune made its folder only
+    assert "not started" in render(gather(folder))
 
 
 def test_a_folder_that_is_not_an_experiment_exits_2(tmp_path, capsys):
