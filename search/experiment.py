@@ -24,7 +24,7 @@ def load_split(args, smoke: bool):
         from nucjax.cli import fail
 
         fail(f"{root}: too few labelled images for a training and a validation split ({len(samples)} loaded)")
-    return Path(root).absolute(), *parts
+    return Path(root).resolve(), *parts  # resolved: the record and report name no '..'
 
 
 def make_report_refresh(folder: Path, every_s: float = 20.0):

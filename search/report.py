@@ -30,6 +30,7 @@ import html
 import io
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -193,6 +194,7 @@ def learning_curves(trials: list[Trial], rungs: list[int]) -> str | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     shown = [t for t in trials if t.history]
     if not shown:
@@ -207,6 +209,7 @@ def learning_curves(trials: list[Trial], rungs: list[int]) -> str | None:
         axes[1].plot(epochs, losses, marker="o", ms=3, color=line.get_color())
         axes[2].plot(minutes, scores, marker="o", ms=3, color=line.get_color())
     for ax in axes[:2]:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
         for rung in rungs:
             ax.axvline(rung, color="grey", linestyle="--", linewidth=0.8)
         ax.set_xlabel("epoch" + (" (dashed: ASHA rungs)" if rungs else ""))
@@ -280,6 +283,7 @@ h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 32px; border-bottom: 1
 table { border-collapse: collapse; margin: 8px 0; } td, th { padding: 3px 9px; border-bottom: 1px solid #eee; text-align: left; }
 table.sortable th { cursor: pointer; background: #f4f4f4; white-space: nowrap; } table.sortable th:hover { background: #e4e4ff; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; } tr.best { background: #eef8ee; }
+.trials tr:not(.status-errored) td:nth-child(2) { white-space: nowrap; }  /* an error's line may wrap */
 .status-errored { color: #b00; } .status-stopped { color: #8a5a00; } .status-running { color: #06c; }
 code { background: #f4f4f4; padding: 1px 4px; } .note { color: #666; }
 .gallery { display: flex; flex-wrap: wrap; gap: 14px; } .gallery figure { margin: 0; max-width: 440px; }
@@ -431,7 +435,7 @@ def render(report: Report) -> str:
         parts.append(f"<p class='status-errored problem'>{html.escape(problem)}</p>")
 
     # Summary
-    data = "the synthetic set" if experiment.synthetic is not None else str(experiment.data)
+    data = "the synthetic set" if experiment.synthetic is not None else os.path.normpath(experiment.data)
     val = len(experiment.val_ids) if experiment.val_ids is not None else "?"
     summary = [
         ("data", data), ("search space", experiment.space or "?"),
@@ -465,7 +469,8 @@ def render(report: Report) -> str:
         rows.append(row)
         classes.append(("best " if trial is best else "") + _status_class(status))
     parts.append("<h2 id='trials'>Trials</h2><p class='note'>Click a heading to sort.</p>"
-                 + (_table(headings, rows, row_classes=classes) if trials else "<p>No trials yet.</p>"))
+                 + (f"<div class='trials'>{_table(headings, rows, row_classes=classes)}</div>" if trials
+                    else "<p>No trials yet.</p>"))
 
     # Curves
     curves = learning_curves(trials, rungs)
