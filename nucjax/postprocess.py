@@ -15,13 +15,16 @@ during training, prediction and ensembles. Methods:
 - border: the DSB2018 winners' way for body + border models: seeds are
   body x (1 - border) > seed_threshold, small seeds dropped, and a
   watershed on the inverted body probability grows them within
-  body > threshold; a piece of that mask no seed reached is one object.
+  body > threshold.
 - auto (the default): border when the maps have a border channel, else distance.
+
+In both watersheds a piece of the mask that no marker reached is one object.
 
 All but reference fill the holes of the mask first, and drop objects under
 min_size pixels and, when min_mean_probability > 0, objects whose mean body
 probability is lower at the end. Every object is one connected piece by
-construction: components, or a watershed grown from one connected marker.
+construction: components, or a watershed grown from one connected marker
+or an unreached piece.
 """
 
 from __future__ import annotations
@@ -131,10 +134,18 @@ def _clean(labels: np.ndarray, body: np.ndarray, config: PostprocessConfig) -> n
 
 
 def _grow(markers: np.ndarray, landscape: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Marker-controlled watershed on landscape (low floods first), within mask."""
-    if markers.max() == 0:
-        return markers
-    return watershed(landscape, markers, mask=mask).astype(np.int32)
+    """Marker-controlled watershed on landscape (low floods first), within
+    mask; a piece of mask no marker reached is one object. A nucleus gets
+    no marker when its border is predicted thick, its body is dim (border
+    seeds) or a larger neighbour's peak is within reach (distance peaks):
+    dropping it costs a miss, keeping it whole at worst an unsplit pair.
+    The clean-up still drops small and dim pieces."""
+    grown = watershed(landscape, markers, mask=mask).astype(np.int32) if markers.max() else markers
+    pieces = components(mask)
+    reached = np.zeros(int(pieces.max()) + 1, bool)
+    reached[pieces[grown > 0]] = True
+    unreached = _relabel(pieces, ~reached)
+    return np.where(unreached > 0, unreached + grown.max(), grown).astype(np.int32)
 
 
 def distance_markers(mask: np.ndarray, config: PostprocessConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -175,19 +186,7 @@ def _raw_instances(probabilities: np.ndarray, config: PostprocessConfig) -> np.n
         markers, distance = distance_markers(mask, config)
         return _grow(markers, -distance, mask)
     seeds = components(body * (1 - probabilities[..., 1]) > config.seed_threshold, config.min_seed_size)
-    return _keep_unseeded(_grow(seeds, -body, mask | (seeds > 0)), mask)
-
-
-def _keep_unseeded(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """labels plus, as one object each, the pieces of mask no seed reached.
-    A nucleus whose border is predicted thick or whose body is dim gets no
-    seed; dropping it costs a miss, keeping it whole costs at worst an
-    unsplit pair. The clean-up still drops small and dim pieces."""
-    pieces = components(mask)
-    reached = np.zeros(int(pieces.max()) + 1, bool)
-    reached[pieces[labels > 0]] = True
-    unseeded = _relabel(pieces, ~reached)
-    return np.where(unseeded > 0, unseeded + labels.max(), labels).astype(np.int32)
+    return _grow(seeds, -body, mask | (seeds > 0))
 
 
 def instances(probabilities: np.ndarray, config: PostprocessConfig = PostprocessConfig(), image: np.ndarray | None = None) -> np.ndarray:

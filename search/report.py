@@ -6,8 +6,9 @@ offline. Sections:
   validation score, the commands that turn it into a submission;
 - trials: every trial's varied parameters, status (finished; stopped by
   ASHA at epoch N; stopped by the time budget; running; not started when
-  the search ended first; errored, with the error's last line), epochs, best validation score and per-kind scores,
-  sortable by any column (click its heading);
+  the search ended first; errored, with the error's last line), epochs,
+  best validation score and per-kind scores, sortable by any column
+  (click its heading);
 - learning curves: validation score and training loss against epoch, and
   score against wall time, every trial on one plot, ASHA's rungs marked;
 - failures: the best checkpoint's worst validation images, truth and

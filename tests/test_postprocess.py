@@ -39,6 +39,16 @@ def test_touching_discs_are_split(method):
     assert image_score(TOUCHING, labels).score >= 0.7
 
 
+def test_a_small_nucleus_beside_a_large_one_is_kept_by_distance_peaks():
+    # Its own distance peak is lower than the large neighbour's within
+    # peak_radius, so it has no marker: it is kept as one object, not dropped.
+    maps = np.zeros((60, 60, 1), np.float32)
+    maps[10:40, 10:40] = 1
+    maps[20:26, 42:48] = 1  # 2 px from the large one
+    out = instances(maps, PostprocessConfig(method="distance", min_size=0, peak_radius=9))
+    assert out.max() == 2 and out[22, 44] > 0 and out[22, 44] != out[25, 25]
+
+
 def test_connected_components_cannot_split_them():
     assert instances(maps_of(TOUCHING), PostprocessConfig(method="cc")).max() == 1
 
