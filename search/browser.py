@@ -10,12 +10,16 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+import websocket
 
 #: Flags for a browser with no display, no sandbox (containers, CI), and no network chatter.
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -38,33 +42,26 @@ class Page:
     def __init__(self, width: int = 1400, height: int = 1000, timeout: float = 30.0):
         self.width, self.height, self.timeout = width, height, timeout
         self._ids = itertools.count(1)
+        self._socket = None
 
     def __enter__(self) -> "Page":
-        import websocket
-
         binary = find_chromium()
         if binary is None:
             raise BrowserError("no Chromium found: install it (Debian: apt install chromium)")
-        self._profile = tempfile.TemporaryDirectory(prefix="nucjax-chromium-")
-        self._process = subprocess.Popen(
-            [binary, *FLAGS, "--remote-debugging-port=0", f"--user-data-dir={self._profile.name}",
+        self.profile = Path(tempfile.mkdtemp(prefix="nucjax-chromium-"))
+        # Its own session, so closing it reaches the helper processes too (a bare
+        # terminate of the browser can leave zygotes and renderers behind).
+        self.process = subprocess.Popen(
+            [binary, *FLAGS, "--remote-debugging-port=0", f"--user-data-dir={self.profile}",
              f"--window-size={self.width},{self.height}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        port = self._devtools_port()
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5).read())
-                page = next(t for t in targets if t.get("type") == "page")
-                break
-            except (OSError, StopIteration, ValueError):
-                if time.monotonic() > deadline:
-                    self.__exit__(None, None, None)
-                    raise BrowserError("Chromium opened no page") from None
-                time.sleep(0.1)
-        self._socket = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=self.timeout)
-        self.call("Emulation.setDeviceMetricsOverride",
-                  {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False})
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            self._socket = self._connect(self._page_socket_url(self._devtools_port()))
+            self.call("Emulation.setDeviceMetricsOverride",
+                      {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False})
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def _devtools_port(self) -> int:
@@ -72,26 +69,59 @@ class Page:
         deadline = time.monotonic() + self.timeout
         seen = []
         while time.monotonic() < deadline:
-            line = self._process.stderr.readline()
-            if not line and self._process.poll() is not None:
+            line = self.process.stderr.readline()
+            if not line and self.process.poll() is not None:
                 break
             seen.append(line)
             if "DevTools listening on ws://" in line:
                 return int(line.split("ws://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
-        self.__exit__(None, None, None)
         raise BrowserError("Chromium did not start: " + "".join(seen[-5:]).strip())
+
+    def _page_socket_url(self, port: int) -> str:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5).read())
+                return next(t for t in targets if t.get("type") == "page")["webSocketDebuggerUrl"]
+            except (OSError, StopIteration, ValueError):
+                if time.monotonic() > deadline:
+                    raise BrowserError("Chromium opened no page") from None
+                time.sleep(0.1)
+
+    def _connect(self, url: str) -> websocket.WebSocket:
+        """The page's DevTools socket, opened with no Origin header.
+
+        Chromium 111+ rejects a DevTools handshake whose Origin it was not told to
+        allow, and checks nothing when there is none (a client that is not a web
+        page sends none). Sending none keeps the browser's default: no page it
+        loads may drive it, which --remote-allow-origins=* would allow.
+        """
+        try:
+            return websocket.create_connection(url, timeout=self.timeout, suppress_origin=True)
+        except (OSError, websocket.WebSocketException) as error:
+            raise BrowserError(f"Chromium refused the DevTools connection: {error}") from error
 
     def __exit__(self, *exc) -> None:
         socket = getattr(self, "_socket", None)
         if socket is not None:
             socket.close()
-        if self._process.poll() is None:
-            self._process.terminate()
+            self._socket = None
+        if self.process.poll() is None:
+            self._signal_browser(signal.SIGTERM)
             try:
-                self._process.wait(10)
+                self.process.wait(10)
             except subprocess.TimeoutExpired:
-                self._process.kill()
-        self._profile.cleanup()
+                self._signal_browser(signal.SIGKILL)
+                self.process.wait(10)
+        self._signal_browser(signal.SIGKILL)  # helpers that outlived the browser
+        self.process.stderr.close()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+    def _signal_browser(self, signum: int) -> None:
+        try:
+            os.killpg(self.process.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def call(self, method: str, params: dict | None = None) -> dict:
         """Send one DevTools command and return its result (events in between are dropped)."""

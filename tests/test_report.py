@@ -119,3 +119,4 @@ def test_chromium_renders_the_table_and_sorts_it(experiment, tmp_path):
         assert page.evaluate(first_column) == ["trial_d", "trial_c", "trial_b", "trial_a"]
         shot = page.screenshot(tmp_path / "report.png")
     assert shot.stat().st_size > 10_000
+
