@@ -3,14 +3,18 @@ holds out whole experiments and under the stratified one.
 
 Each configuration trains the default U-Net for the same number of steps
 (not minutes: a busy machine must not change the result) and seed on the
-training part of a split, then scores its best checkpoint on
-that split's validation images, by kind and by acquisition group. The
+training part of a split, then scores the checkpoint the run chooses
+(nucjax.train.checkpoints.best_checkpoint) on that split's validation
+images, by kind and by acquisition group, with how the validation moved
+over the epochs (the last epoch, the spread of the last half). The
 configurations add one change at a time:
 
     reference  native scale, the report's preprocessing, no recolouring (before)
     +scale     images rescaled to the canonical nucleus diameter (and --scale auto)
     +stain     haematoxylin density for colour images, percentile normalisation
-    +recolour  recoloured copies of training images (everything: the defaults)
+    +recolour  recoloured copies of training images
+    +average   validate, save and predict with a moving average of the weights
+    +balance   training images drawn balanced across acquisition groups (everything: the defaults)
 
     python bench/generalise.py --data ../shared/data/dsb2018/stage1_train --epochs 4 \\
         [--configs reference +scale +stain +recolour] [--splits group stratified] [--out bench/generalise.jsonl]
@@ -34,10 +38,13 @@ sys.path.insert(0, str(ROOT))
 
 #: Cumulative changes: each configuration is the previous one plus its own.
 CHANGES = {
-    "reference": {"diameter": 0.0, "preprocessing": "reference", "normalisation": "minmax", "recolour": 0.0},
+    "reference": {"diameter": 0.0, "preprocessing": "reference", "normalisation": "minmax", "recolour": 0.0,
+                  "ema_decay": 0.0, "balance": 0.0},
     "+scale": {"diameter": None},
     "+stain": {"preprocessing": None, "normalisation": None},
     "+recolour": {"recolour": None},
+    "+average": {"ema_decay": None},
+    "+balance": {"balance": None},
 }
 
 
@@ -57,6 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--epochs", type=int, default=4, help="epochs of 200 steps, batch 8, for each run")
+    parser.add_argument("--steps-per-epoch", type=int, default=200)
     parser.add_argument("--configs", nargs="+", default=list(CHANGES))
     parser.add_argument("--splits", nargs="+", default=["group"], choices=("group", "stratified"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "generalise.jsonl")
@@ -78,13 +86,19 @@ def main() -> None:
     for split in args.splits:
         train, val, _ = split_samples(samples, 0.15, seed=0, method=split)
         for name in args.configs:
-            config = from_params({**config_params(name), "split": split, "epochs": args.epochs})
+            config = from_params({**config_params(name), "split": split, "epochs": args.epochs,
+                                  "steps_per_epoch": args.steps_per_epoch})
             workdir = (args.workdir / f"{split}-{name}").absolute()
+            if workdir.exists():
+                raise SystemExit(f"{workdir} exists: a run there would resume; remove it or pass another --workdir")
             started = time.monotonic()
             results = train_and_evaluate(config, train, val, workdir)
-            best = max(results, key=lambda r: r.score)
+            chosen = best_checkpoint(workdir)
+            best = next(r for r in results if r.epoch == chosen.epoch)
+            scores = [r.score for r in results]
+            last_half = scores[len(scores) // 2:]
             # The cost of --scale auto: model pixels per image against one native pass.
-            segmenter = Segmenter.load(best_checkpoint(workdir).path)
+            segmenter = Segmenter.load(chosen.path)
             passes = []
             for sample in val:
                 scale = segmenter.member_maps(sample.image)[0]
@@ -95,6 +109,8 @@ def main() -> None:
             row = {"split": split, "config": name, "train_images": len(train), "val_images": len(val),
                    "epochs": best.epochs, "best_epoch": best.epoch, "images_per_s": round(float(np.mean([r.images_per_s for r in results])), 1),
                    "minutes": round((time.monotonic() - started) / 60, 1), "score": round(best.score, 4),
+                   "last": round(scores[-1], 4), "best_mean": round(max(scores), 4),
+                   "last_half_spread": round(max(last_half) - min(last_half), 4), "scores": [round(x, 4) for x in scores],
                    "prediction_cost": round(float(np.mean(passes)), 2),
                    **{f"kind:{k}": round(v, 4) for k, v in best.scores_by_kind.items()},
                    **{f"group:{k}": round(v, 4) for k, v in best.scores_by_group.items()}}

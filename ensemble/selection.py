@@ -9,10 +9,12 @@ and calibrated post-processing; the first plan is the one submitted.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from nucjax.combine import COMBINATIONS
+from nucjax.metrics import paired_gain
 
 if TYPE_CHECKING:  # the segmenter loads JAX models: imported where used, so --help stays instant
     from nucjax.segmenter import Segmenter
@@ -55,12 +57,14 @@ def _plan(candidates: Segmenter, method: str, group: tuple, config: EnsembleConf
     return Plan(plan_name(method, group, len(candidates.models)), group, segmenter, score)
 
 
-def greedy_selection(candidates: Segmenter, labelled, method: str, config: EnsembleConfig, base) -> tuple[list[int], object, float, list[str]]:
+def greedy_selection(candidates: Segmenter, labelled, method: str, config: EnsembleConfig, base) -> tuple[list[int], object, list[float], list[str]]:
     """Forward selection on labelled maps (Caruana et al., 2004): start from
     the candidate with the best validation score, then try the others in
-    that order, keeping one only when the calibrated combination scores
-    higher. Returns (chosen positions, their post-processing, its score,
-    one line per candidate saying what happened)."""
+    that order, keeping one only when the calibrated combination's gain
+    over the images is beyond their noise (metrics.paired_gain): a member
+    kept for less fits the validation images, not the next ones. Returns
+    (chosen positions, their post-processing, their per-image scores, one
+    line per candidate saying what happened)."""
     from nucjax.segmenter import calibrate_segmenter
 
     models = candidates.models
@@ -71,15 +75,16 @@ def greedy_selection(candidates: Segmenter, labelled, method: str, config: Ensem
         return calibrate_segmenter(candidates.replace(combine=method, quorum=quorum), labelled, indices, base)
 
     chosen = [order[0]]
-    post, score = trial(chosen)
-    log = [f"{models[order[0]].name}: alone {score:.4f}"]
+    post, scores = trial(chosen)
+    log = [f"{models[order[0]].name}: alone {np.mean(scores):.4f}"]
     for index in order[1:]:
-        candidate_post, candidate_score = trial(chosen + [index])
-        kept = candidate_score > score
-        log.append(f"{models[index].name}: {candidate_score:.4f} with it, {'kept' if kept else 'left out'}")
-        if kept:
-            chosen, post, score = chosen + [index], candidate_post, candidate_score
-    return sorted(chosen, key=order.index), post, score, log
+        candidate_post, candidate_scores = trial(chosen + [index])
+        gain = paired_gain(candidate_scores, scores)
+        log.append(f"{models[index].name}: {np.mean(candidate_scores):.4f} with it, gain {gain}: "
+                   f"{'kept' if gain.significant else 'left out'}")
+        if gain.significant:
+            chosen, post, scores = chosen + [index], candidate_post, candidate_scores
+    return sorted(chosen, key=order.index), post, scores, log
 
 
 def calibrated_plans(candidates: Segmenter, labelled, config: EnsembleConfig) -> tuple[list[Plan], list[str]]:
@@ -92,9 +97,9 @@ def calibrated_plans(candidates: Segmenter, labelled, config: EnsembleConfig) ->
     base = ensemble_postprocess(candidates.models)
     plans, log = [], []
     if config.select == "greedy" and len(everyone) > 1:
-        chosen, post, score, log = greedy_selection(candidates, labelled, config.combine, config, base)
+        chosen, post, scores, log = greedy_selection(candidates, labelled, config.combine, config, base)
         chosen = tuple(chosen)
-        plans.append(_plan(candidates, config.combine, chosen, config, post, score))
+        plans.append(_plan(candidates, config.combine, chosen, config, post, float(np.mean(scores))))
     else:
         chosen = everyone
     wanted = [(config.combine, chosen)]
@@ -105,8 +110,8 @@ def calibrated_plans(candidates: Segmenter, labelled, config: EnsembleConfig) ->
         if any(p.members == group and p.segmenter.combine == method for p in plans):
             continue
         quorum = config.quorum if config.quorum is not None and config.quorum <= len(group) else None
-        post, score = calibrate_segmenter(candidates.replace(combine=method, quorum=quorum), labelled, group, base)
-        plans.append(_plan(candidates, method, group, config, post, score))
+        post, scores = calibrate_segmenter(candidates.replace(combine=method, quorum=quorum), labelled, group, base)
+        plans.append(_plan(candidates, method, group, config, post, float(np.mean(scores))))
     return plans, log
 
 

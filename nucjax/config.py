@@ -49,6 +49,13 @@ class TrainConfig:
     divergence_factor: float = 20.0  # a loss this many times its minimum has diverged
     pipeline: str = "auto"  # see PIPELINES
     precision: str = "float32"  # 'bfloat16': mixed precision (float32 parameters, optimizer and loss), for GPUs
+    # Weight averaging: validation, checkpoints and prediction use an exponential
+    # moving average of the weights (and batch-norm statistics) with this decay;
+    # 0 uses the weights as the last step left them.
+    ema_decay: float = 0.999
+    # Training images are drawn with probability (their acquisition group's size)
+    # ** -balance: 0 draws every image alike, 1 every group alike.
+    balance: float = 0.5
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -63,6 +70,10 @@ class TrainConfig:
             raise ValueError(f"unknown pipeline '{self.pipeline}'; choose one of {', '.join(PIPELINES)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}")
+        if not 0 <= self.balance <= 1:
+            raise ValueError(f"balance must be in [0, 1], got {self.balance}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning rate must be positive, got {self.learning_rate}")
 
@@ -137,7 +148,7 @@ SECTIONS = {"model": UNetConfig, "inputs": InputConfig, "augment": AugmentConfig
 LEGACY = {
     "inputs": {"preprocessing": "reference", "normalisation": "minmax", "diameter": 0.0, "scale_jitter": 0.0},
     "augment": {"recolour": 0.0},
-    "train": {"split": "stratified"},
+    "train": {"split": "stratified", "ema_decay": 0.0, "balance": 0.0},
 }
 
 #: Flat keys computed into more than one field (see from_params).

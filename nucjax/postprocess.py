@@ -37,6 +37,8 @@ import cv2
 import numpy as np
 from skimage.segmentation import watershed
 
+from nucjax.metrics import image_score, paired_gain
+
 METHODS = ("auto", "cc", "reference", "distance", "border")
 
 
@@ -217,18 +219,18 @@ def calibrate(probabilities, truths, base: PostprocessConfig, grid: dict | None 
     grid: field -> candidate values (default: CALIBRATION_GRID for the
     method). Fields are tuned one at a time, the others held, for `rounds`
     passes (coordinate ascent: a few dozen evaluations instead of the whole
-    cross product); ties keep the current value. Watershed results are
-    cached by the fields they depend on, so varying min_size costs little.
+    cross product). A value replaces the current one only when its gain is
+    beyond the images' noise (metrics.paired_gain): a threshold moved for a
+    gain within it fits these images, not the next ones. Watershed results
+    are cached by the fields they depend on, so varying min_size costs little.
     """
-    from nucjax.metrics import image_score
-
     maps = [_as_maps(p) for p in probabilities]
     method = resolved_method(base, maps[0].shape[-1]) if maps else base.method
     grid = CALIBRATION_GRID[method] if grid is None else grid
     raw_cache: dict = {}
-    scores: dict[PostprocessConfig, float] = {}
+    scores: dict[PostprocessConfig, list[float]] = {}
 
-    def score(config: PostprocessConfig) -> float:
+    def image_scores(config: PostprocessConfig) -> list[float]:
         if config not in scores:
             raw_key = dataclasses.replace(config, **{f: getattr(PostprocessConfig, f) for f in _CLEAN_FIELDS})
             if raw_key not in raw_cache:
@@ -237,13 +239,13 @@ def calibrate(probabilities, truths, base: PostprocessConfig, grid: dict | None 
                 instances(p, config) if raw is None else _clean(raw, p[..., 0], config)
                 for p, raw in zip(maps, raw_cache[raw_key])
             ]
-            scores[config] = float(np.mean([image_score(t, pred).score for t, pred in zip(truths, predictions)]))
+            scores[config] = [image_score(t, pred).score for t, pred in zip(truths, predictions)]
         return scores[config]
 
     best = base
     for _, name in itertools.product(range(rounds), grid):
         for value in grid[name]:
             candidate = dataclasses.replace(best, **{name: value})
-            if score(candidate) > score(best):
+            if candidate != best and paired_gain(image_scores(candidate), image_scores(best)).significant:
                 best = candidate
-    return best, score(best)
+    return best, float(np.mean(image_scores(best))) if maps else 0.0

@@ -46,6 +46,12 @@ from nucjax.scale import (
 )
 
 SCALE_MODES = ("model", "native", "auto")
+#: How the first pass finds the nuclei it sizes: fixed, not the calibrated
+#: post-processing, so an image's scale depends on the weights alone.
+#: Calibration runs on maps made at that scale; were the scale to follow
+#: the thresholds calibration then picks, a checkpoint would be validated
+#: at one scale and predict at another.
+SIZING = PostprocessConfig()
 
 
 def parse_scale(value) -> str | float:
@@ -186,18 +192,21 @@ class Segmenter:
             return self.scale
         return "auto" if self.models[0].config.inputs.rescales else "native"
 
-    def estimate_diameter(self, image: np.ndarray, inputs: np.ndarray | None = None) -> tuple[float | None, np.ndarray]:
+    def estimate_diameter(self, image: np.ndarray, inputs: np.ndarray | None = None,
+                          sizing: PostprocessConfig = SIZING) -> tuple[float | None, np.ndarray]:
         """(median nucleus diameter in px or None when nothing is found, the
         first model's maps at native scale). The first model predicts a
         small pyramid (see nucjax.scale); the level where the nuclei look
-        the size it was trained at gives the estimate."""
+        the size it was trained at gives the estimate. sizing: how the
+        nuclei it measures are found (SIZING; other values are for measuring
+        what that choice is worth)."""
         first = self.models[0]
         inputs = first.inputs(image) if inputs is None else inputs
         found, first_pass = {}, None
         for scale in pyramid(image.shape[:2]):
             maps = first.maps(inputs, scale, self.tta)
             first_pass = maps if scale == 1.0 else first_pass
-            found[scale] = median_diameter(instances(maps, first.config.postprocess))
+            found[scale] = median_diameter(instances(maps, sizing))
         return pyramid_diameter(found, first.diameter), first_pass
 
     def member_maps(self, image: np.ndarray) -> tuple[float, list[np.ndarray]]:
@@ -322,37 +331,45 @@ class LabelledMaps:
 
 
 def labelled_maps(segmenter: Segmenter, samples, on_image=None) -> list[LabelledMaps]:
-    """Every labelled sample's member maps (float16: half the memory)."""
+    """Every labelled sample's member maps, as prediction makes them (float32:
+    a coarser copy would move pixels across a threshold, and the score
+    with them)."""
     found = []
     for i, sample in enumerate(samples, start=1):
         scale, maps = segmenter.member_maps(sample.image)
-        found.append(LabelledMaps(sample.image, sample.labels, scale, [m.astype(np.float16) for m in maps]))
+        found.append(LabelledMaps(sample.image, sample.labels, scale, maps))
         if on_image is not None:
             on_image(i)
     return found
 
 
 def calibrate_segmenter(segmenter: Segmenter, labelled: list[LabelledMaps], members=None,
-                        base: PostprocessConfig | None = None) -> tuple[PostprocessConfig, float]:
-    """(post-processing tuned on the labelled maps, its mean Kaggle score)
-    for the combination of the models at positions `members` (default all).
-    Tuned at the working scale, against the truth mapped there."""
+                        base: PostprocessConfig | None = None) -> tuple[PostprocessConfig, list[float]]:
+    """(post-processing tuned on the labelled maps, each image's Kaggle score
+    with it) for the combination of the models at positions `members`
+    (default all). Tuned at the working scale against the truth mapped
+    there; scored as prediction scores, on each image's own pixels."""
     from nucjax.postprocess import calibrate
 
     members = list(range(len(segmenter.models))) if members is None else list(members)
     models = [segmenter.models[i] for i in members]
-    combined = [segmenter.combined([np.asarray(item.maps[i], np.float32) for i in members], models) for item in labelled]
+    combined = [segmenter.combined([item.maps[i] for i in members], models) for item in labelled]
     if base is None:
         base = ensemble_postprocess(models) if segmenter.ensemble or len(models) > 1 else models[0].config.postprocess
-    return calibrate(combined, [item.working_truth for item in labelled], base)
+    postprocess, _ = calibrate(combined, [item.working_truth for item in labelled], base)
+    return postprocess, labelled_scores(segmenter, labelled, postprocess, members)
 
 
-def labelled_scores(segmenter: Segmenter, labelled: list[LabelledMaps], postprocess: PostprocessConfig) -> list[float]:
-    """Each image's Kaggle score on its own pixels with that post-processing."""
+def labelled_scores(segmenter: Segmenter, labelled: list[LabelledMaps], postprocess: PostprocessConfig,
+                    members=None) -> list[float]:
+    """Each image's Kaggle score on its own pixels with that post-processing,
+    for the combination of the models at positions `members` (default all)."""
     from nucjax.metrics import image_score
 
+    members = list(range(len(segmenter.models))) if members is None else list(members)
+    models = [segmenter.models[i] for i in members]
     scores = []
     for item in labelled:
-        combined = segmenter.combined([np.asarray(m, np.float32) for m in item.maps])
+        combined = segmenter.combined([item.maps[i] for i in members], models)
         scores.append(image_score(item.truth, segmenter.labels(item.image, item.scale, combined, postprocess)).score)
     return scores

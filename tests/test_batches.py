@@ -18,6 +18,7 @@ from nucjax.batches import (
     draw_augmentation,
     elastic_displacement,
     epoch_order,
+    group_weights,
     make_batch,
     pack,
     packed_bytes,
@@ -220,3 +221,20 @@ def test_crops_shrink_large_nuclei_to_the_canonical_diameter_and_keep_small_ones
         _, y = draw_batch(jax.random.key(diameter), pack(examples), jnp.zeros(16, jnp.int32), config, None)
         seen = [d for crop in np.asarray(y)[..., 0] for d in whole_object_diameters(crop > 0)]
         assert seen and abs(np.median(seen) - expected) <= 0.1 * expected
+
+
+@pytest.mark.parametrize("balance", [0.0, 0.5, 1.0])
+def test_balanced_draws_give_each_group_its_share(balance):
+    groups = ["big"] * 80 + ["middle"] * 16 + ["small"] * 4
+    weights = group_weights(groups, balance)
+    order = epoch_order(0, 1, 500, 8, len(groups), weights)
+    drawn = np.bincount(order.ravel(), minlength=len(groups))
+    share = {g: drawn[[i for i, x in enumerate(groups) if x == g]].sum() / order.size for g in set(groups)}
+    sizes = {"big": 80, "middle": 16, "small": 4}
+    expected = {g: n ** (1 - balance) for g, n in sizes.items()}
+    total = sum(expected.values())
+    for g in sizes:
+        assert share[g] == pytest.approx(expected[g] / total, abs=0.015)
+    # Within a group every image is drawn alike, and a resumed epoch replays.
+    assert np.array_equal(order, epoch_order(0, 1, 500, 8, len(groups), weights))
+    assert drawn[:80].std() < 0.25 * drawn[:80].mean()

@@ -129,10 +129,33 @@ def test_greedy_selection_keeps_a_member_only_when_it_helps():
     members = [hand_made_member("a", 0.6), hand_made_member("b", 0.4), hand_made_member("copy", 0.5)]
     candidates = Segmenter.of(members, ensemble=True)
     labelled = [LabelledMaps(np.zeros((12, 12, 3), np.uint8), truth, 1.0, [a, b, same_as_a])]
-    chosen, config, score, log = greedy_selection(candidates, labelled, "mean", EnsembleConfig(), members[0].config.postprocess)
-    assert chosen == [0, 1] and score == 1.0
+    chosen, config, scores, log = greedy_selection(candidates, labelled, "mean", EnsembleConfig(), members[0].config.postprocess)
+    assert chosen == [0, 1] and scores == [1.0]
     assert [line.split(":")[0] for line in log] == ["a", "copy", "b"]
     assert "left out" in log[1] and "kept" in log[2]
+
+
+def test_a_member_whose_gain_is_within_the_noise_is_left_out():
+    from ensemble.selection import EnsembleConfig, greedy_selection
+    from nucjax.segmenter import LabelledMaps, Segmenter
+
+    first, second = np.zeros((12, 12), bool), np.zeros((12, 12), bool)
+    first[1:5, 1:5], second[7:11, 7:11] = True, True
+
+    def body(on_first, on_second):
+        return np.where(first, on_first, np.where(second, on_second, 0.05)).astype(np.float32)[..., None]
+
+    both = first.astype(np.int32) + 2 * second
+    # b finds a nucleus a misses on three images (+0.5 each), and adds a false one on two (-0.5 each):
+    # +0.1 on the mean, a gain five images cannot tell from luck.
+    helps = LabelledMaps(np.zeros((12, 12, 3), np.uint8), both, 1.0, [body(0.95, 0.3), body(0.3, 0.9)])
+    hurts = LabelledMaps(np.zeros((12, 12, 3), np.uint8), first.astype(np.int32), 1.0, [body(0.95, 0.05), body(0.95, 0.99)])
+    members = [hand_made_member("a", 0.6), hand_made_member("b", 0.4)]
+    candidates = Segmenter.of(members, ensemble=True)
+    chosen, _, scores, log = greedy_selection(candidates, [helps] * 3 + [hurts] * 2, "mean", EnsembleConfig(),
+                                              members[0].config.postprocess)
+    assert chosen == [0] and scores == [0.5] * 3 + [1.0] * 2
+    assert "b: 0.8000 with it, gain +0.1000" in log[1] and "left out" in log[1]
 
 
 def fake_experiment(folder, trials):

@@ -135,3 +135,17 @@ def test_full_mask_score_ignores_the_split():
     half = np.zeros_like(truth)
     half[:, :7] = 1  # IoU 0.7: above 0.50..0.65 only
     assert full_mask_score(truth, half) == pytest.approx(0.4)
+
+
+def test_a_paired_gain_within_the_noise_is_not_significant():
+    from nucjax.metrics import paired_gain
+
+    rng = np.random.default_rng(1)
+    old = rng.uniform(0, 1, 80)
+    assert not paired_gain(old, old).significant
+    assert not paired_gain(old + rng.normal(0, 0.1, 80), old).significant
+    clear = paired_gain(old + 0.05 + rng.normal(0, 0.02, 80), old)
+    assert clear.significant and clear.low < clear.mean < clear.high
+    assert paired_gain(old + 0.05, old) == paired_gain(old + 0.05, old)  # deterministic
+    with pytest.raises(ValueError):
+        paired_gain([], [])

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -148,3 +149,67 @@ def test_a_checkpoint_of_another_shape_is_refused(tmp_path, tiny_samples):
     (info.path / "checkpoint.json").write_text(json.dumps(record))
     with pytest.raises(CheckpointError, match="does not fit its config"):
         load_model(info.path)
+
+
+def averaged_state(path, folder="model"):
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as checkpointer:
+        return checkpointer.restore(path / folder)
+
+
+def test_the_moving_average_is_validated_saved_predicted_and_kept_across_a_resume(tmp_path, tiny_samples):
+    config = tiny_experiment(train={"epochs": 2, "steps_per_epoch": 4, "learning_rate": 1e-2, "ema_decay": 0.9})
+    train, val = split(tiny_samples)
+    whole = loop.train_and_evaluate(config, train, val, tmp_path / "whole")
+
+    def interrupt(result, maps):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        loop.train_and_evaluate(config, train, val, tmp_path / "resumed", on_epoch=interrupt)
+    resumed = loop.train_and_evaluate(config, train, val, tmp_path / "resumed")
+    assert [r.epoch for r in resumed] == [2]
+
+    last = tmp_path / "whole" / "checkpoints" / "epoch_0002"
+    average, weights = averaged_state(last), averaged_state(last, "training")
+    # The average is not the last weights, and a resumed run ends with the same average and weights.
+    assert not all(np.array_equal(a, w) for a, w in zip(jax.tree.leaves(average), jax.tree.leaves(weights)))
+    again = tmp_path / "resumed" / "checkpoints" / "epoch_0002"
+    for name in ("model", "training"):
+        for a, b in zip(jax.tree.leaves(averaged_state(last, name)), jax.tree.leaves(averaged_state(again, name))):
+            np.testing.assert_array_equal(a, b)
+    assert resumed[-1].score == whole[-1].score
+    # Prediction loads the average.
+    model, _ = load_model(last)
+    loaded = nnx.to_pure_dict(nnx.state(model, (nnx.Param, nnx.BatchStat)))
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(average)):
+        np.testing.assert_array_equal(np.asarray(a), b)
+
+
+def test_the_average_follows_the_weights_early_and_then_slowly():
+    assert float(loop.average_decay(0.999, 0)) == pytest.approx(0.1)
+    assert float(loop.average_decay(0.999, 100)) == pytest.approx(101 / 110)
+    assert float(loop.average_decay(0.999, 100_000)) == pytest.approx(0.999)
+
+
+def info_with(epoch, scores=None, score=None):
+    """A checkpoint's record with per-image scores, or (older nucjax) only a mean."""
+    from nucjax.train.checkpoints import CheckpointInfo
+
+    metrics = {"score": float(np.mean(scores)), "image_scores": list(scores)} if scores is not None else {"score": score}
+    return CheckpointInfo(Path(f"epoch_{epoch:04d}"), epoch, epoch * 10, metrics, tiny_experiment())
+
+
+def test_an_earlier_checkpoint_is_chosen_only_when_it_is_better_beyond_the_noise():
+    from nucjax.train.checkpoints import choose_checkpoint
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.8, 100)
+    noisy = base + rng.normal(0, 0.05, 100)  # the same model's luck: about +-0.005 on the mean
+    latest = info_with(3, base)
+    assert choose_checkpoint([info_with(1, noisy + 0.004), info_with(2, base - 0.01), latest]) is latest
+    clearly = info_with(2, base + 0.05)
+    assert choose_checkpoint([info_with(1, noisy), clearly, latest]) is clearly
+    # Without per-image scores (older checkpoints): the highest mean.
+    assert choose_checkpoint([info_with(1, score=0.5), info_with(2, score=0.4)]).epoch == 1

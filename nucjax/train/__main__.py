@@ -32,13 +32,19 @@ PARAMETER_FLAGS = (
     ("--batch-size", "batch_size", None),
     ("--steps-per-epoch", "steps_per_epoch", None),
     ("--lr", "learning_rate", "peak learning rate"),
+    ("--warmup-steps", "warmup_steps", "steps of linear learning-rate warm-up"),
     ("--schedule", "schedule", "cosine, constant or step"),
     ("--loss", "loss", "bce_dice or bce"),
     ("--dropout", "dropout", None),
     ("--elastic", "elastic", "probability of an elastic deformation"),
+    ("--balance", "balance", "draw training images with probability (their experiment's size) ** -balance: "
+                             "0 every image alike, 1 every experiment alike"),
     ("--split", "split", "group: validate on whole experiments held out; stratified: a share of every kind"),
     ("--val-fraction", "val_fraction", "validation share of each image kind"),
     ("--seed", "seed", None),
+    ("--max-to-keep", "max_to_keep", "latest checkpoints kept, besides the best"),
+    ("--ema-decay", "ema_decay", "weight averaging: validate, save and predict with a moving average of the weights "
+                                 "with this decay (0: the weights as they are)"),
     ("--pipeline", "pipeline", "resident: the training set on the device, batches drawn in the train step; "
                                "streaming: each step's images sent to it; auto: resident while it fits"),
     ("--precision", "precision", "bfloat16: mixed precision for GPUs (float32 parameters and loss)"),

@@ -1,6 +1,9 @@
 """Checkpoints: a self-describing folder per epoch.
 
-    <folder>/model/            orbax: params and batch statistics
+    <folder>/model/            orbax: params and batch statistics, as predicted
+                               with (the moving average, when training averages)
+    <folder>/training/         orbax: the weights training goes on from, when
+                               they are not the model's (weight averaging)
     <folder>/optimizer/        orbax: optimizer state and step
     <folder>/checkpoint.json   the full config (with the calibrated
                                post-processing), epoch, step, validation metrics
@@ -19,6 +22,7 @@ from pathlib import Path
 from flax import nnx
 
 from nucjax.config import ExperimentConfig
+from nucjax.metrics import paired_gain
 
 CHECKPOINT_FILE = "checkpoint.json"
 FORMAT_VERSION = 1
@@ -41,16 +45,23 @@ class CheckpointInfo:
         return float(self.metrics.get("score", float("-inf")))
 
 
-def _saved_state(model, optimizer) -> dict:
-    """The pure-dict trees saved, by subfolder; the optimizer only when given."""
+def _saved_state(model, optimizer, training=None) -> dict:
+    """The pure-dict trees saved, by subfolder; the optimizer and the training
+    weights only when given."""
     state = {"model": nnx.to_pure_dict(nnx.state(model, (nnx.Param, nnx.BatchStat)))}
+    if training is not None:
+        state["training"] = nnx.to_pure_dict(nnx.state(training, (nnx.Param, nnx.BatchStat)))
     if optimizer is not None:
         state["optimizer"] = nnx.to_pure_dict(nnx.state(optimizer))
     return state
 
 
-def save_checkpoint(folder: Path, model, optimizer, config: ExperimentConfig, epoch: int, step: int, metrics: dict) -> CheckpointInfo:
+def save_checkpoint(folder: Path, model, optimizer, config: ExperimentConfig, epoch: int, step: int, metrics: dict,
+                    training=None) -> CheckpointInfo:
     """Write a complete checkpoint into folder (replaced if it exists).
+
+    model: what prediction loads; training: the weights training resumes
+    from, when they differ (model is then their moving average).
 
     checkpoint.json is written last, after orbax has finished, so a folder
     without it is an interrupted save and is never loaded.
@@ -62,7 +73,7 @@ def save_checkpoint(folder: Path, model, optimizer, config: ExperimentConfig, ep
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     checkpointer = ocp.StandardCheckpointer()
-    for name, tree in _saved_state(model, optimizer).items():
+    for name, tree in _saved_state(model, optimizer, training).items():
         checkpointer.save(folder / name, tree)
     checkpointer.wait_until_finished()
     checkpointer.close()
@@ -108,17 +119,37 @@ def latest_checkpoint(run: Path) -> CheckpointInfo | None:
     return found[-1] if found else None
 
 
+def choose_checkpoint(found: list[CheckpointInfo]) -> CheckpointInfo:
+    """The checkpoint to predict with, of a run's (oldest first): the latest,
+    which ends the planned schedule, unless earlier ones score better on
+    the same validation images beyond their noise (metrics.paired_gain);
+    then the best of those. A checkpoint chosen for a gain within the noise
+    is chosen on the validation images' luck. Checkpoints that recorded no
+    per-image scores (older nucjax) are compared by their mean."""
+    latest = found[-1]
+    reference = latest.metrics.get("image_scores")
+    if not reference:
+        return max(found, key=lambda c: (c.score, c.epoch))
+    better = [c for c in found[:-1] if len(c.metrics.get("image_scores") or ()) == len(reference)
+              and paired_gain(c.metrics["image_scores"], reference).significant]
+    return max(better, key=lambda c: (c.score, c.epoch)) if better else latest
+
+
 def best_checkpoint(run: Path) -> CheckpointInfo | None:
+    """The run's checkpoint to predict with (choose_checkpoint), None when it has none."""
     found = list_checkpoints(run)
-    return max(found, key=lambda c: (c.score, c.epoch)) if found else None
+    return choose_checkpoint(found) if found else None
 
 
 def prune_checkpoints(run: Path, max_to_keep: int) -> None:
-    """Delete all but the latest max_to_keep checkpoints and the best one."""
+    """Delete all but the latest max_to_keep checkpoints, the chosen one and
+    the highest-scoring one (a later epoch may yet make it the chosen one)."""
     found = list_checkpoints(run)
-    best = best_checkpoint(run)
+    if not found:
+        return
+    kept = {choose_checkpoint(found).path, max(found, key=lambda c: (c.score, c.epoch)).path}
     for info in found[:-max_to_keep]:
-        if best is None or info.path != best.path:
+        if info.path not in kept:
             shutil.rmtree(info.path, ignore_errors=True)
 
 
@@ -133,17 +164,23 @@ def resolve_checkpoint(path: Path) -> CheckpointInfo:
     return best
 
 
-def restore_into(info: CheckpointInfo, model, optimizer=None) -> None:
-    """Load a checkpoint's state into a model (and optimizer) built from its config.
+def restore_into(info: CheckpointInfo, model, optimizer=None, training=None) -> None:
+    """Load a checkpoint's state into a model (and optimizer, and the
+    training weights) built from its config. A checkpoint saved without
+    separate training weights gives training the model's.
 
     The target comes from the live objects, so orbax knows every shape.
     """
+    if training is not None and not (info.path / "training").is_dir():
+        restore_into(info, training, optimizer)
+        nnx.update(model, nnx.state(training, (nnx.Param, nnx.BatchStat)))
+        return
     import orbax.checkpoint as ocp
 
     checkpointer = ocp.StandardCheckpointer()
     try:
         restored = {}
-        for name, tree in _saved_state(model, optimizer).items():
+        for name, tree in _saved_state(model, optimizer, training).items():
             # Compare shapes first: a failed restore leaves orbax threads erroring.
             saved = _shapes(getattr(checkpointer.metadata(info.path / name), "item_metadata", None))
             wanted = _shapes(tree)
@@ -161,6 +198,10 @@ def restore_into(info: CheckpointInfo, model, optimizer=None) -> None:
     model_state = nnx.state(model, (nnx.Param, nnx.BatchStat))
     nnx.replace_by_pure_dict(model_state, restored["model"])
     nnx.update(model, model_state)
+    if training is not None:
+        training_state = nnx.state(training, (nnx.Param, nnx.BatchStat))
+        nnx.replace_by_pure_dict(training_state, restored["training"])
+        nnx.update(training, training_state)
     if optimizer is not None:
         optimizer_state = nnx.state(optimizer)
         nnx.replace_by_pure_dict(optimizer_state, restored["optimizer"])

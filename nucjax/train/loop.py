@@ -21,11 +21,21 @@ from flax import nnx
 from nucjax.config import ExperimentConfig, TrainConfig
 from nucjax.data import acquisition_groups, image_kind
 from nucjax.inference import Predictor
-from nucjax.batches import batch_key, choose_pipeline, device_memory_bytes, epoch_order, make_batch, pack, packed_bytes, streamed_sets
+from nucjax.batches import (
+    batch_key,
+    choose_pipeline,
+    device_memory_bytes,
+    epoch_order,
+    group_weights,
+    make_batch,
+    pack,
+    packed_bytes,
+    streamed_sets,
+)
 from nucjax.inputs import training_examples
 from nucjax.models.unet import build_model
 from nucjax.scale import resize_image
-from nucjax.segmenter import Model, Segmenter, calibrate_segmenter, labelled_maps, labelled_scores
+from nucjax.segmenter import Model, Segmenter, calibrate_segmenter, labelled_maps
 from nucjax.train.checkpoints import (
     CheckpointInfo,
     latest_checkpoint,
@@ -93,18 +103,50 @@ def make_update(config: ExperimentConfig):
     return update
 
 
+#: The state weight averaging follows: the weights and the batch-norm statistics.
+AVERAGED = (nnx.Param, nnx.BatchStat)
+
+
+def average_decay(decay: float, step):
+    """The averaging decay after `step` updates: short at first, so the average
+    is not dominated by the initial weights (the warm-up of TensorFlow's
+    ExponentialMovingAverage), then `decay`."""
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def update_average(average, model, decay) -> None:
+    """average <- decay * average + (1 - decay) * model, over AVERAGED state."""
+    mixed = jax.tree.map(lambda a, w: (decay * a + (1 - decay) * w).astype(a.dtype),
+                         nnx.state(average, AVERAGED), nnx.state(model, AVERAGED))
+    nnx.update(average, mixed)
+
+
 def make_train_step(config: ExperimentConfig):
-    """train_step(model, optimizer, data, indices, key) -> loss: draws the
-    batch of images `indices` of the TrainingSet data from key
-    (batches.make_batch) and updates the model, in one jit."""
+    """train_step(model, optimizer, data, indices, key, average=None) -> loss:
+    draws the batch of images `indices` of the TrainingSet data from key
+    (batches.make_batch), updates the model and, when given, the model's
+    moving average (TrainConfig.ema_decay), in one jit."""
     update = make_update(config)
 
     @nnx.jit
-    def train_step(model, optimizer, data, indices, key):
+    def train_step(model, optimizer, data, indices, key, average=None):
         x, y = make_batch(key, data, indices, config.inputs, config.augment)
-        return update(model, optimizer, x, y)
+        loss = update(model, optimizer, x, y)
+        if average is not None:
+            update_average(average, model, average_decay(config.train.ema_decay, optimizer.step[...]))
+        return loss
 
     return train_step
+
+
+def build_average(model, config: ExperimentConfig):
+    """The model prediction builds from a checkpoint (float32, eval mode),
+    holding a copy of the training model's weights: the moving average
+    starts there. Its state fits the training model's, whatever the precision."""
+    average = build_model(config.model)
+    nnx.update(average, nnx.state(model, AVERAGED))
+    average.eval()
+    return average
 
 
 def build_training_model(config: ExperimentConfig):
@@ -117,9 +159,11 @@ class Batches:
     the device, or each step's images streamed to it (batches.streamed_sets)
     when the set is past the device's share (TrainConfig.pipeline)."""
 
-    def __init__(self, examples, config: ExperimentConfig):
+    def __init__(self, examples, config: ExperimentConfig, groups=None):
         self.examples = examples
         self.config = config
+        # Drawn balanced across acquisition groups (TrainConfig.balance) when they are known.
+        self.weights = group_weights(groups, config.train.balance) if groups is not None and config.train.balance else None
         device = jax.devices()[0]
         self.nbytes = packed_bytes(examples)
         self.mode = choose_pipeline(config.train.pipeline, self.nbytes, device_memory_bytes(device))
@@ -132,7 +176,7 @@ class Batches:
     def epoch(self, epoch: int, steps: int):
         """Yield (data, indices, key) for each step of an epoch."""
         t = self.config.train
-        order = epoch_order(t.seed, epoch, steps, t.batch_size, len(self.examples))
+        order = epoch_order(t.seed, epoch, steps, t.batch_size, len(self.examples), self.weights)
         if self.mode == "resident":
             sets = ((self.data, jnp.asarray(row)) for row in order)
         else:
@@ -155,12 +199,11 @@ def evaluate(segmenter: Segmenter, val_samples, kinds, groups, config: Experimen
     score each on its own pixels: (metrics, config carrying the calibrated
     post-processing, probability maps at the images' sizes)."""
     labelled = labelled_maps(segmenter, val_samples)
-    post, _ = calibrate_segmenter(segmenter, labelled, base=config.postprocess)
-    scores = labelled_scores(segmenter, labelled, post)
-    maps = [np.asarray(item.maps[0], np.float32) for item in labelled]
+    post, scores = calibrate_segmenter(segmenter, labelled, base=config.postprocess)
+    maps = [item.maps[0] for item in labelled]
     foreground = float(np.mean([(m[..., 0] > 0.5).mean() for m in maps]))
-    metrics = {"score": float(np.mean(scores)), "scores_by_kind": mean_by(scores, kinds),
-               "scores_by_group": mean_by(scores, groups), "foreground": foreground}
+    metrics = {"score": float(np.mean(scores)), "images": len(scores), "scores_by_kind": mean_by(scores, kinds),
+               "scores_by_group": mean_by(scores, groups), "foreground": foreground, "image_scores": scores}
     originals = [m if m.shape[:2] == s.image.shape[:2] else resize_image(m, s.image.shape[:2]) for m, s in zip(maps, val_samples)]
     return metrics, dataclasses.replace(config, postprocess=post), originals
 
@@ -221,13 +264,13 @@ def train_and_evaluate(
     val_samples = list(val_samples)
     if not train_samples or not val_samples:
         raise ValueError(f"need training and validation images, got {len(train_samples)} and {len(val_samples)}")
-    batches = Batches(training_examples(train_samples, config.model.model, config.inputs, config.augment, config.train.seed),
-                      config)
     val_kinds = [image_kind(s.image) for s in val_samples]
     # Groups are clustered over every image, so their names match the split's.
     everything = list(train_samples) + val_samples
     groups = acquisition_groups([s.image_id for s in everything], [s.image for s in everything])
     val_groups = [groups[s.image_id] for s in val_samples]
+    batches = Batches(training_examples(train_samples, config.model.model, config.inputs, config.augment, config.train.seed),
+                      config, [groups[s.image_id] for s in train_samples])
 
     if resume is None and fit_epochs_to_budget and time_budget_s:
         step_seconds = seconds_per_step(model, config, batches)
@@ -239,13 +282,20 @@ def train_and_evaluate(
         config = config.replace(train={"epochs": epochs})  # batches read only the seed and batch size
 
     optimizer = make_optimizer(model, config.train)
+    # What is validated, saved as the checkpoint's model and predicted with: the
+    # moving average, or the weights themselves when averaging is off. Either way
+    # validation runs the network prediction builds from the checkpoint (float32,
+    # eval mode): the same program on the same weights, so the same maps.
+    averaging = config.train.ema_decay > 0
+    average = build_average(model, config) if averaging else None
     first_epoch = 1
     if resume is not None:
-        restore_into(resume, model, optimizer)
+        restore_into(resume, average if averaging else model, optimizer, training=model if averaging else None)
         first_epoch = resume.epoch + 1
     model.train()
     train_step = make_train_step(config)
-    predictor = Predictor(model)
+    predictor = Predictor(build_model(config.model))
+    validated = average if averaging else model
     deadline = start_time + time_budget_s if time_budget_s else None
     (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json())
@@ -278,7 +328,7 @@ def train_and_evaluate(
             if deadline and pending is not None and time.monotonic() + val_seconds * 1.2 + 5 > deadline:
                 stopped_early = True
                 break
-            loss = train_step(model, optimizer, data, indices, key)
+            loss = train_step(model, optimizer, data, indices, key, average)
             step += 1
             if pending is not None:
                 check(float(pending[0]), pending[1])
@@ -288,7 +338,7 @@ def train_and_evaluate(
         train_seconds = time.monotonic() - epoch_start
 
         val_start = time.monotonic()
-        metrics, config, maps = evaluate(live_segmenter(predictor.bind(model), config), val_samples, val_kinds, val_groups, config)
+        metrics, config, maps = evaluate(live_segmenter(predictor.bind(validated), config), val_samples, val_kinds, val_groups, config)
         val_seconds = time.monotonic() - val_start
         if metrics["foreground"] > ALL_FOREGROUND:
             raise TrainingDiverged(
@@ -298,7 +348,8 @@ def train_and_evaluate(
         step = int(optimizer.step[...])
         metrics["loss"] = float(np.mean(losses)) if losses else float("nan")
         info: CheckpointInfo = save_checkpoint(
-            workdir / "checkpoints" / f"epoch_{epoch:04d}", model, optimizer, config, epoch, step, metrics
+            workdir / "checkpoints" / f"epoch_{epoch:04d}", validated, optimizer, config, epoch, step, metrics,
+            training=model if averaging else None,
         )
         prune_checkpoints(workdir, config.train.max_to_keep)
         result = EpochResult(

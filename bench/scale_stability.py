@@ -1,0 +1,95 @@
+"""Benchmark: how steady the nucleus-scale decision of --scale auto is.
+
+For every kept checkpoint of a training run (train with --max-to-keep
+large enough to keep them all) and every validation image of its split,
+the first pass estimates the median nucleus diameter and decides the
+working scale, two ways: nuclei found with the fixed SIZING
+post-processing (nucjax.segmenter, the default) or with the checkpoint's
+own calibrated post-processing (before). Printed, for each way: how
+often an image's working scale changes between adjacent checkpoints
+(flips), by group, and how far the estimate is from the true median
+diameter the masks give (median |log2(estimate / truth)|).
+
+    python bench/scale_stability.py --run runs/train --data ../shared/data/dsb2018/stage1_train
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--last", type=int, default=0, help="only the last N checkpoints (0: all)")
+    parser.add_argument("--out", type=Path, help="append a JSON line of the results here")
+    args = parser.parse_args()
+
+    from nucjax.cli import load_data, use_jax_environment
+
+    use_jax_environment()
+    import numpy as np
+
+    from nucjax.data import acquisition_groups, split_samples
+    from nucjax.scale import median_diameter, scale_to, snapped
+    from nucjax.segmenter import SIZING, Segmenter
+    from nucjax.train.checkpoints import list_checkpoints
+
+    checkpoints = list_checkpoints(args.run)[-args.last:] if args.last else list_checkpoints(args.run)
+    if len(checkpoints) < 2:
+        raise SystemExit(f"{args.run}: needs at least two checkpoints, has {len(checkpoints)}")
+    train_config = checkpoints[0].config.train
+    samples = load_data(args.data, labelled=True).samples
+    _, val, _ = split_samples(samples, train_config.val_fraction, seed=train_config.seed, method=train_config.split)
+    groups = acquisition_groups([s.image_id for s in samples], [s.image for s in samples])
+    truth = [median_diameter(s.labels) for s in val]
+    ways = {"fixed sizing": lambda info: SIZING, "calibrated sizing": lambda info: info.config.postprocess}
+    decisions = {way: [] for way in ways}  # way -> per checkpoint, per image (diameter, scale)
+    for info in checkpoints:
+        segmenter = Segmenter.load(info.path)
+        first = segmenter.models[0]
+        for way, sizing in ways.items():
+            row = []
+            for sample in val:
+                diameter, _ = segmenter.estimate_diameter(sample.image, sizing=sizing(info))
+                row.append((diameter, snapped(scale_to(diameter, first.diameter))))
+            decisions[way].append(row)
+        print(f"{info.path.name} done", file=sys.stderr)
+
+    report = {"run": str(args.run), "checkpoints": [c.epoch for c in checkpoints], "images": len(val)}
+    for way, rows in decisions.items():
+        flips, flips_by_group = 0, {}
+        for before, after in zip(rows, rows[1:]):
+            for sample, (_, a), (_, b) in zip(val, before, after):
+                changed = abs(math.log(a / b)) > 1e-6
+                flips += changed
+                group = groups[sample.image_id]
+                flips_by_group[group] = flips_by_group.get(group, 0) + changed
+        pairs = len(rows) - 1
+        errors = [abs(math.log2(d / t)) for row in rows for (d, _), t in zip(row, truth) if d and t]
+        report[way] = {
+            "flip_rate": round(flips / (pairs * len(val)), 4),
+            "flips_by_group": {g: round(n / (pairs * sum(groups[s.image_id] == g for s in val)), 3)
+                               for g, n in sorted(flips_by_group.items())},
+            "median_abs_log2_error": round(float(np.median(errors)), 3),
+            "not_found": sum(d is None for row in rows for d, _ in row),
+        }
+        print(f"{way}: {100 * report[way]['flip_rate']:.1f}% of image decisions change between adjacent checkpoints; "
+              f"median |log2(estimate / truth)| {report[way]['median_abs_log2_error']:.3f}")
+        for group, rate in report[way]["flips_by_group"].items():
+            print(f"    {group}: {100 * rate:.0f}%")
+    if args.out:
+        with open(args.out, "a") as handle:
+            handle.write(json.dumps(report) + "\n")
+
+
+if __name__ == "__main__":
+    main()
