@@ -15,6 +15,7 @@ configurations add one change at a time:
     +recolour  recoloured copies of training images
     +average   validate, save and predict with a moving average of the weights
     +balance   training images drawn balanced across acquisition groups (everything: the defaults)
+    +blur      a Gaussian blur (sigma 0.5 to 2 px) on 30% of training crops
 
     python bench/generalise.py --data ../shared/data/dsb2018/stage1_train --epochs 4 \\
         [--configs reference +scale +stain +recolour] [--splits group stratified] [--out bench/generalise.jsonl]
@@ -39,12 +40,13 @@ sys.path.insert(0, str(ROOT))
 #: Cumulative changes: each configuration is the previous one plus its own.
 CHANGES = {
     "reference": {"diameter": 0.0, "preprocessing": "reference", "normalisation": "minmax", "recolour": 0.0,
-                  "ema_decay": 0.0, "balance": 0.0},
+                  "ema_decay": 0.0, "balance": 0.0, "blur": 0.0},
     "+scale": {"diameter": None},
     "+stain": {"preprocessing": None, "normalisation": None},
     "+recolour": {"recolour": None},
     "+average": {"ema_decay": None},
     "+balance": {"balance": None},
+    "+blur": {"blur": 0.3},
 }
 
 

@@ -32,7 +32,7 @@ def calibration_samples(members, experiment: Experiment | None, folder: Path | N
         if not samples:
             return [], list(dataset.skipped)
         train = members[0].config.train
-        return split_samples(samples, train.val_fraction, seed=train.seed, method=train.split)[1], list(dataset.skipped)
+        return train.split_samples(samples)[1], list(dataset.skipped)
     if experiment is None:
         return [], []
     root = experiment_data(experiment, cache)

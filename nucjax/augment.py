@@ -26,6 +26,8 @@ class AugmentConfig:
     elastic_sigma: float = 6.0  # smoothness (px) of the displacement
     brightness: float = 0.1  # the input moves by up to +-this (on 0..1)
     contrast: float = 0.15  # and is scaled by 1 +- this
+    blur: float = 0.0  # probability of a Gaussian blur (out-of-focus and soft-stained images)
+    blur_sigma: float = 2.0  # its largest sigma (px); each blurred image draws one in 0.5..this
     recolour: float = 0.5  # probability that an image also trains in a recoloured copy (see recolour)
 
 

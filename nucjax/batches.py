@@ -230,6 +230,7 @@ class Draws(NamedTuple):
     displacement: jax.Array
     gain: jax.Array
     shift: jax.Array
+    blur: jax.Array | None = None  # (B,) Gaussian sigma in output px, 0 for none
 
 
 def blur_matrix(size: int, sigma: float) -> np.ndarray:
@@ -263,7 +264,7 @@ def draw_augmentation(key: jax.Array, hw: jax.Array, variant_counts: jax.Array, 
                       augment: AugmentConfig | None) -> Draws:
     """Draw a batch's augmentation for images of (B, 2) sizes hw."""
     size, batch = inputs.size, hw.shape[0]
-    keys = jax.random.split(key, 8)
+    keys = jax.random.split(key, 10)
     variant = jnp.minimum(jnp.floor(jax.random.uniform(keys[0], (batch,)) * variant_counts), variant_counts - 1)
     zoom = jnp.ones((batch,), jnp.float32)
     if inputs.rescales and inputs.scale_jitter > 0:
@@ -274,7 +275,7 @@ def draw_augmentation(key: jax.Array, hw: jax.Array, variant_counts: jax.Array, 
     corner = jnp.floor(jax.random.uniform(keys[2], (batch, 2)) * (room + 1))
     symmetry = jnp.zeros((batch,), jnp.int32)
     displacement = jnp.zeros((batch, 2, size, size), jnp.float32)
-    gain, shift = jnp.ones((batch,)), jnp.zeros((batch,))
+    gain, shift, blur = jnp.ones((batch,)), jnp.zeros((batch,)), None
     if augment is not None:
         if augment.flips:
             symmetry = jax.random.randint(keys[3], (batch,), 0, 8)
@@ -284,7 +285,24 @@ def draw_augmentation(key: jax.Array, hw: jax.Array, variant_counts: jax.Array, 
             displacement = jnp.where(warped[:, None, None, None], field, 0.0)
         gain = 1 + jax.random.uniform(keys[6], (batch,), minval=-augment.contrast, maxval=augment.contrast)
         shift = jax.random.uniform(keys[7], (batch,), minval=-augment.brightness, maxval=augment.brightness)
-    return Draws(variant.astype(jnp.int32), zoom, corner, symmetry, displacement, gain, shift)
+        if augment.blur:
+            blurred = jax.random.uniform(keys[8], (batch,)) < augment.blur
+            sigma = jax.random.uniform(keys[9], (batch,), minval=0.5, maxval=max(augment.blur_sigma, 0.5))
+            blur = jnp.where(blurred, sigma, 0.0)
+    return Draws(variant.astype(jnp.int32), zoom, corner, symmetry, displacement, gain, shift, blur)
+
+
+def gaussian_blur(x: jax.Array, sigma: jax.Array) -> jax.Array:
+    """(B, S, S, C) images each blurred by its own Gaussian sigma (B,) in px;
+    0 leaves an image as it is. Separable, as (S, S) matrices whose rows are
+    the kernel renormalised within the image (no padding to invent)."""
+    grid = jnp.arange(x.shape[1], dtype=jnp.float32)
+    distance = (grid[:, None] - grid[None, :]) ** 2
+    safe = jnp.maximum(sigma, 1e-3)[:, None, None]
+    taps = jnp.exp(-distance[None] / (2 * safe**2))
+    matrix = taps / taps.sum(axis=2, keepdims=True)
+    blurred = jnp.einsum("bij,bjkc,blk->bilc", matrix, x, matrix)
+    return jnp.where((sigma > 0)[:, None, None, None], blurred, x)
 
 
 def source_coordinates(draws: Draws, size: int) -> tuple[jax.Array, jax.Array]:
@@ -349,6 +367,8 @@ def render(data: TrainingSet, indices: jax.Array, draws: Draws, inputs: InputCon
     rows, cols = source_coordinates(draws, inputs.size)
     x = sample_linear(data.inputs, variant[:, 0], variant[:, 1:3], hw, rows, cols) / 255.0
     labels = sample_nearest(data.labels, examples[:, 0], examples[:, 1:3], hw, rows, cols)
+    if draws.blur is not None:
+        x = gaussian_blur(x, draws.blur)
     x = (x - 0.5) * draws.gain[:, None, None, None] + 0.5 + draws.shift[:, None, None, None]
     return jnp.clip(x, 0.0, 1.0), labels
 

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 
 from nucjax.augment import AugmentConfig
-from nucjax.data.split import SPLITS
+from nucjax.data.split import SPLITS, split_samples
 from nucjax.inputs import InputConfig
 from nucjax.models.unet_config import UNetConfig
 from nucjax.postprocess import PostprocessConfig
@@ -44,6 +44,7 @@ class TrainConfig:
     channel_weights: tuple[float, ...] = (1.0, 1.0)  # body, border
     seed: int = 0
     val_fraction: float = 0.15
+    test_fraction: float = 0.0  # held back from training and validation (a search's test images)
     split: str = "group"  # 'group' holds out whole experiments; 'stratified' samples every kind
     max_to_keep: int = 2  # latest checkpoints kept, besides the best
     divergence_factor: float = 20.0  # a loss this many times its minimum has diverged
@@ -80,6 +81,11 @@ class TrainConfig:
     @property
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
+
+    def split_samples(self, samples) -> tuple[list, list, list]:
+        """(train, val, test) samples as this run split them: the one place
+        training, nucjax.predict --split and ensemble calibration make it."""
+        return split_samples(samples, self.val_fraction, self.test_fraction, seed=self.seed, method=self.split)
 
 
 @dataclass(frozen=True)
@@ -147,7 +153,7 @@ SECTIONS = {"model": UNetConfig, "inputs": InputConfig, "augment": AugmentConfig
 #: stratified split. Its stored config then reads as it trained.
 LEGACY = {
     "inputs": {"preprocessing": "reference", "normalisation": "minmax", "diameter": 0.0, "scale_jitter": 0.0},
-    "augment": {"recolour": 0.0},
+    "augment": {"recolour": 0.0, "blur": 0.0},
     "train": {"split": "stratified", "ema_decay": 0.0, "balance": 0.0},
 }
 

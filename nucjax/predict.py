@@ -35,7 +35,7 @@ def parse_args(argv=None):
 def split_part(sources, part: str, train_config):
     """The sources in one part of the split a checkpoint was validated on;
     unreadable images are left to the prediction loop to report."""
-    from nucjax.data import DataError, split_samples
+    from nucjax.data import DataError
     from nucjax.data.kaggle import load_sample
 
     readable = []
@@ -44,7 +44,7 @@ def split_part(sources, part: str, train_config):
             readable.append(load_sample(source, labelled=False)[0])
         except DataError:
             continue
-    train, val, _ = split_samples(readable, train_config.val_fraction, seed=train_config.seed, method=train_config.split)
+    train, val, _ = train_config.split_samples(readable)
     chosen = {s.image_id for s in (train if part == "train" else val)}
     return [s for s in sources if s.image_id in chosen]
 

@@ -82,7 +82,9 @@ def make_tuner(args, storage: str, smoke: bool, train, val, space: dict):
     from search.trainable import run_trial, trial_environment
 
     environment = trial_environment(args.cpus_per_trial, args.gpus_per_trial)
-    space = {**space, "split": args.split, "val_fraction": args.val_fraction}
+    # The split travels in every trial's config, so nucjax.predict --split val finds the trial's validation images.
+    space = {"seed": args.seed, **space, "split": args.split, "val_fraction": args.val_fraction,
+             "test_fraction": args.test_fraction}
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, train=train, val=val, environment=environment),
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},

@@ -43,7 +43,7 @@ REPORT_FILE = "report.html"
 #: Worst validation images shown.
 GALLERY_IMAGES = 6
 #: The trials' own keys that are not settings (results.csv's bookkeeping).
-NOT_SETTINGS = {"split", "val_fraction"}
+NOT_SETTINGS = {"split", "val_fraction", "test_fraction"}
 
 
 @dataclass
@@ -232,6 +232,7 @@ class Failure:
     kind: str
     score: float
     picture: str  # a data URI
+    scale: float = 1.0  # the working scale --scale auto chose for it
 
 
 def failure_gallery(checkpoint: Path, samples, count: int = GALLERY_IMAGES) -> tuple[list[Failure], dict]:
@@ -245,10 +246,12 @@ def failure_gallery(checkpoint: Path, samples, count: int = GALLERY_IMAGES) -> t
     from nucjax.segmenter import Segmenter
 
     segmenter = Segmenter.load(checkpoint)
-    scored = []
+    scored, scales = [], []
     for sample in samples:
-        labels = segmenter.segment(sample.image)
+        scale, maps = segmenter.member_maps(sample.image)  # segment's two steps, keeping the scale
+        labels = segmenter.labels(sample.image, scale, segmenter.combined(maps))
         scored.append((image_score(sample.labels, labels).score, sample, labels))
+        scales.append(scale)
     kinds = [image_kind(s.image) for _, s, _ in scored]
     by_kind = {k: float(np.mean([sc for (sc, _, _), kk in zip(scored, kinds) if kk == k])) for k in sorted(set(kinds))}
     worst = sorted(range(len(scored)), key=lambda i: scored[i][0])[:count]
@@ -257,7 +260,7 @@ def failure_gallery(checkpoint: Path, samples, count: int = GALLERY_IMAGES) -> t
         score, sample, labels = scored[i]
         image = np.ascontiguousarray(sample.image[..., :3])
         picture = contour_overlay(contour_overlay(image, sample.labels, TRUTH_COLOUR), labels, PREDICTION_COLOUR)
-        failures.append(Failure(sample.image_id, kinds[i], float(score), _png_of(picture)))
+        failures.append(Failure(sample.image_id, kinds[i], float(score), _png_of(picture), float(scales[i])))
     return failures, by_kind
 
 
@@ -487,7 +490,8 @@ def render(report: Report) -> str:
             parts.append(_table([("image kind", False), ("mean score", True)], [[k, v] for k, v in report.failure_kinds.items()], css=""))
         parts.append("<div class='gallery'>" + "".join(
             f"<figure><img alt='{html.escape(f.image_id)}' src='{f.picture}'><figcaption>{f.score:.3f} &middot; "
-            f"{html.escape(f.kind)} &middot; <code>{html.escape(f.image_id[:16])}</code></figcaption></figure>"
+            f"{html.escape(f.kind)} &middot; {'native scale' if f.scale == 1.0 else f'scale {f.scale:.2f}'} &middot; "
+            f"<code>{html.escape(f.image_id[:16])}</code></figcaption></figure>"
             for f in report.failures) + "</div>")
     else:
         parts.append("<p>Not computed " + ("while the search runs" if report.running else "(see above)")

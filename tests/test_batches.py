@@ -238,3 +238,17 @@ def test_balanced_draws_give_each_group_its_share(balance):
     # Within a group every image is drawn alike, and a resumed epoch replays.
     assert np.array_equal(order, epoch_order(0, 1, 500, 8, len(groups), weights))
     assert drawn[:80].std() < 0.25 * drawn[:80].mean()
+
+
+def test_the_blur_smooths_its_images_only_and_keeps_their_mean():
+    from nucjax.batches import gaussian_blur
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(0, 1, (3, 32, 32, 1)), jnp.float32)
+    out = np.asarray(gaussian_blur(x, jnp.asarray([0.0, 1.0, 2.0])))
+    np.testing.assert_array_equal(out[0], np.asarray(x[0]))  # sigma 0: untouched
+    assert np.asarray(x[1]).std() > out[1].std() > out[2].std()  # more blur, less texture
+    assert abs(out[2].mean() - float(x[2].mean())) < 0.01
+    # A 1-px Gaussian matches OpenCV's away from the edges.
+    reference = cv2.GaussianBlur(np.asarray(x[1, ..., 0]), (0, 0), 1.0)
+    np.testing.assert_allclose(out[1, 8:-8, 8:-8, 0], reference[8:-8, 8:-8], atol=2e-3)

@@ -97,6 +97,22 @@ def test_segmenter_scales_map_labels_back_to_the_original_grid():
         assert segmenter.probabilities(image).shape == labels.shape + (2,)
 
 
+def test_the_scale_does_not_follow_the_calibrated_post_processing():
+    """Calibration runs on maps made at the decided scale; a scale that moved
+    with the calibrated thresholds would validate a checkpoint at one scale
+    and predict at another."""
+    from nucjax.config import ExperimentConfig
+    from nucjax.postprocess import PostprocessConfig
+    from nucjax.segmenter import Segmenter
+
+    image = bright_image(disc_labels((192, 192), 40, seed=5))
+    plain = Segmenter.of([brightness_model()], scale="auto")
+    for calibrated in (PostprocessConfig(method="cc", threshold=0.9, min_size=3),
+                       PostprocessConfig(method="cc", threshold=0.5, min_size=5000)):  # drops every nucleus
+        other = Segmenter.of([brightness_model(ExperimentConfig(postprocess=calibrated))], scale="auto")
+        assert other.member_maps(image)[0] == plain.member_maps(image)[0] == pytest.approx(0.5, rel=0.1)
+
+
 def test_the_pyramid_level_that_sees_nuclei_at_the_trained_size_speaks():
     from nucjax.scale import pyramid, pyramid_diameter
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -119,14 +120,20 @@ def test_trials_run_on_both_nodes_and_checkpoint_to_shared_storage(cluster, tmp_
         assert checkpoint.is_relative_to(storage) and (checkpoint / "checkpoint.json").is_file()
     assert (storage / "scores.png").is_file() and (storage / "experiment.json").is_file()
     assert "best checkpoint:" in output
+    # The score the search reported is the one nucjax.predict gives for the checkpoint on its validation images.
+    best = rows[0]
+    data = json.loads((storage / "experiment.json").read_text())["data"]
+    predicted = subprocess.run([sys.executable, "-m", "nucjax.predict", "--checkpoint", best["checkpoint"], "--data", data,
+                                "--split", "val", "--out", str(tmp_path / "val.csv")],
+                               env={**cluster["env"], "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    assert predicted.returncode == 0, predicted.stderr
+    assert predicted.stdout.strip().splitlines()[-1] == f"Kaggle score: {float(best['score']):.4f}"
 
     # With no arguments, ensemble.predict takes this (the latest) experiment
     # and predicts the test images the search held back.
     done = subprocess.run([sys.executable, "-m", "ensemble.predict", "--compare"], cwd=tmp_path, env={**cluster["env"], "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    import json
-
     from nucjax.submission import read_submission
 
     test_ids = json.loads((storage / "experiment.json").read_text())["test_ids"]
@@ -150,6 +157,7 @@ def check_report(cluster, storage: Path, cwd: Path) -> None:
     assert done.returncode == 0, done.stderr
     page = (storage / "report.html").read_text()
     assert page.count("<figure>") >= 2 and "Not run yet" not in page  # the failure gallery, the comparison
+    assert re.search(r"<figcaption>[0-9.]+ &middot; \w+ &middot; (native scale|scale [0-9.]+) &middot;", page)  # each image's scale
     if not flags:
         pytest.skip("no Chromium (.ci/run installs it): the report was checked as HTML only")
     assert shot.stat().st_size > 20_000

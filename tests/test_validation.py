@@ -48,3 +48,48 @@ def test_every_checkpoint_scores_in_prediction_what_training_validated(scaled_ru
                       "--out", str(tmp_path / f"{info.path.name}.csv")])
         printed = capsys.readouterr().out.strip().splitlines()[-1]
         assert printed == f"Kaggle score: {info.score:.4f}"
+
+
+def test_the_scale_decision_holds_under_a_small_change_of_the_weights(scaled_run):
+    import jax
+    from flax import nnx
+
+    from nucjax.data import load_dataset
+    from nucjax.inference import Predictor
+    from nucjax.scale import median_diameter, scale_to, snapped
+    from nucjax.segmenter import Model
+    from nucjax.train.checkpoints import load_model
+
+    root, run = scaled_run
+    info = list_checkpoints(run)[-1]
+    network, _ = load_model(info.path)
+    segmenter = Segmenter.load(info.path)
+    model = segmenter.models[0]
+    # The next step's worth of change: every weight moved by 0.1% of itself, at random.
+    params = nnx.state(network, nnx.Param)
+    keys = iter(jax.random.split(jax.random.key(0), len(jax.tree.leaves(params))))
+    nnx.update(network, jax.tree.map(lambda p: p * (1 + 1e-3 * jax.random.normal(next(keys), p.shape)), params))
+    moved = segmenter.replace(models=(Model("moved", None, model.config, model.score, Predictor(network).bind(network)),))
+    samples = load_dataset(root).samples
+    decided = [segmenter.member_maps(s.image)[0] for s in samples]
+    assert decided == [moved.member_maps(s.image)[0] for s in samples]
+    # And it is the scale the true nucleus size asks for, within the 15% the decision snaps at.
+    truth = [snapped(scale_to(median_diameter(s.labels), model.diameter)) for s in samples]
+    assert sum(d != 1.0 for d in decided) >= len(samples) // 2  # these nuclei need shrinking
+    assert np.allclose(decided, truth, rtol=0.2)
+
+
+def test_the_ensembles_calibrated_score_is_what_its_plans_predict(scaled_run, tmp_path):
+    from ensemble.images import calibration_samples
+    from ensemble.selection import EnsembleConfig, ensemble_plans
+    from nucjax.segmenter import load_model
+
+    root, run = scaled_run
+    models = [load_model(c.path) for c in list_checkpoints(run)[-2:]]
+    calibration, _ = calibration_samples(models, None, root, tmp_path)
+    _, plans, _ = ensemble_plans(models, calibration, EnsembleConfig(select="all", compare=True), {"scale": "model"})
+    sources = predict.split_part(find_samples(root)[0], "val", models[0].config.train)
+    assert len(plans) == 3  # mean, then intersect and vote
+    for plan in plans:
+        scores = [next(iter(r.scores.values())) for r in segment_folder(plan.segmenter.segment, sources)]
+        assert float(np.mean(scores)) == plan.score, plan.name

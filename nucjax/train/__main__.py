@@ -1,7 +1,7 @@
 """python -m nucjax.train: train a U-Net on DSB2018 (or the synthetic set).
 
 Validates with the Kaggle metric after every epoch on a fixed split
-(default: whole experiments held out; scores per kind and per group), checkpoints every epoch into OUT/checkpoints (the best is kept),
+(default: whole experiments held out; scores per kind and per group), checkpoints every epoch into OUT/checkpoints (the chosen one is kept),
 resumes from OUT's latest checkpoint when OUT already holds a run, and
 writes the per-epoch prediction film to OUT/film.gif. The defaults are the
 settings that trained best on a 2-core CPU, so a bare run is a good run.
@@ -37,6 +37,8 @@ PARAMETER_FLAGS = (
     ("--loss", "loss", "bce_dice or bce"),
     ("--dropout", "dropout", None),
     ("--elastic", "elastic", "probability of an elastic deformation"),
+    ("--blur", "blur", "probability of a Gaussian blur of up to --blur-sigma px"),
+    ("--blur-sigma", "blur_sigma", "the largest blur"),
     ("--balance", "balance", "draw training images with probability (their experiment's size) ** -balance: "
                              "0 every image alike, 1 every experiment alike"),
     ("--split", "split", "group: validate on whole experiments held out; stratified: a share of every kind"),
@@ -136,7 +138,6 @@ def main(argv=None) -> None:
         config = experiment_config(args)
     except ValueError as err:
         fail(f"bad configuration: {err}")
-    from nucjax.data import split_samples
     from nucjax.postprocess import PostprocessConfig
     from nucjax.train.checkpoints import best_checkpoint, latest_checkpoint
     from nucjax.train.film import FILM_IMAGES, film_frame, write_film, write_frame
@@ -144,7 +145,7 @@ def main(argv=None) -> None:
 
     dataset = load_data(args.data, args.strict, labelled=True)
     samples = dataset.samples
-    train, val, _ = split_samples(samples, config.train.val_fraction, seed=config.train.seed, method=config.train.split)
+    train, val, _ = config.train.split_samples(samples)
     if not train or not val:
         fail(f"need at least one training and one validation image; got {len(train)} and {len(val)} from {len(samples)} images")
     resumed = latest_checkpoint(args.out)

@@ -203,7 +203,10 @@ def evaluate(segmenter: Segmenter, val_samples, kinds, groups, config: Experimen
     maps = [item.maps[0] for item in labelled]
     foreground = float(np.mean([(m[..., 0] > 0.5).mean() for m in maps]))
     metrics = {"score": float(np.mean(scores)), "images": len(scores), "scores_by_kind": mean_by(scores, kinds),
-               "scores_by_group": mean_by(scores, groups), "foreground": foreground, "image_scores": scores}
+               "scores_by_group": mean_by(scores, groups), "foreground": foreground,
+               # Per image, for the noise-aware choices (metrics.paired_gain) and to see which scale each image got.
+               "image_ids": [s.image_id for s in val_samples], "image_scores": scores,
+               "image_scales": [item.scale for item in labelled]}
     originals = [m if m.shape[:2] == s.image.shape[:2] else resize_image(m, s.image.shape[:2]) for m, s in zip(maps, val_samples)]
     return metrics, dataclasses.replace(config, postprocess=post), originals
 
