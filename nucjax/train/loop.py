@@ -212,15 +212,17 @@ def evaluate(segmenter: Segmenter, val_samples, kinds, groups, config: Experimen
 
 
 def seconds_per_step(model, config: ExperimentConfig, batches: Batches, steps: int = 3) -> float:
-    """Time a few train steps on a copy of the model (compilation excluded)."""
+    """Time a few train steps on a copy of the model, weight averaging
+    included when the config averages (compilation excluded)."""
     probe = nnx.clone(model)
+    average = build_average(probe, config) if config.train.ema_decay > 0 else None
     optimizer = make_optimizer(probe, config.train)
     step = make_train_step(config)
     timed = batches.epoch(0, steps + 1)
-    jax.block_until_ready(step(probe, optimizer, *next(timed)))  # compile
+    jax.block_until_ready(step(probe, optimizer, *next(timed), average))  # compile
     start = time.perf_counter()
     for data, indices, key in timed:
-        jax.block_until_ready(step(probe, optimizer, data, indices, key))
+        jax.block_until_ready(step(probe, optimizer, data, indices, key, average))
     return (time.perf_counter() - start) / steps
 
 
