@@ -160,7 +160,7 @@ def group_weights(groups, balance: float) -> np.ndarray:
     proportional to (its group's size) ** -balance. 0 draws every image
     alike (a 300-image experiment 20 times as often as a 15-image one); 1
     draws every group alike; in between, large groups still count for more."""
-    names, index, counts = np.unique(np.asarray(groups, dtype=str), return_inverse=True, return_counts=True)
+    _, index, counts = np.unique(np.asarray(groups, dtype=str), return_inverse=True, return_counts=True)
     weights = counts[index].astype(np.float64) ** -float(balance)
     return weights / weights.sum()
 

@@ -262,8 +262,12 @@ class Segmenter:
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         """(H, W) int32 labels of an (H, W, 3) uint8 RGB image: 0 background, 1..n nuclei."""
+        return self.segment_at_scale(image)[1]
+
+    def segment_at_scale(self, image: np.ndarray) -> tuple[float, np.ndarray]:
+        """(the working scale the image was segmented at, segment's labels)."""
         scale, maps = self.member_maps(image)
-        return self.labels(image, scale, self.combined(maps))
+        return scale, self.labels(image, scale, self.combined(maps))
 
 
 EMPTY = np.zeros((1, 1), np.int32)  # an unreadable image's prediction: one empty row
@@ -343,6 +347,13 @@ def labelled_maps(segmenter: Segmenter, samples, on_image=None) -> list[Labelled
     return found
 
 
+def _combined_maps(segmenter: Segmenter, labelled: list[LabelledMaps], members) -> list[np.ndarray]:
+    """Each labelled image's combined map of the models at positions `members` (default all)."""
+    members = list(range(len(segmenter.models))) if members is None else list(members)
+    models = [segmenter.models[i] for i in members]
+    return [segmenter.combined([item.maps[i] for i in members], models) for item in labelled]
+
+
 def calibrate_segmenter(segmenter: Segmenter, labelled: list[LabelledMaps], members=None,
                         base: PostprocessConfig | None = None) -> tuple[PostprocessConfig, list[float]]:
     """(post-processing tuned on the labelled maps, each image's Kaggle score
@@ -351,25 +362,24 @@ def calibrate_segmenter(segmenter: Segmenter, labelled: list[LabelledMaps], memb
     there; scored as prediction scores, on each image's own pixels."""
     from nucjax.postprocess import calibrate
 
-    members = list(range(len(segmenter.models))) if members is None else list(members)
-    models = [segmenter.models[i] for i in members]
-    combined = [segmenter.combined([item.maps[i] for i in members], models) for item in labelled]
+    combined = _combined_maps(segmenter, labelled, members)
     if base is None:
+        models = segmenter.models if members is None else [segmenter.models[i] for i in members]
         base = ensemble_postprocess(models) if segmenter.ensemble or len(models) > 1 else models[0].config.postprocess
     postprocess, _ = calibrate(combined, [item.working_truth for item in labelled], base)
-    return postprocess, labelled_scores(segmenter, labelled, postprocess, members)
+    return postprocess, _scores(segmenter, labelled, combined, postprocess)
 
 
 def labelled_scores(segmenter: Segmenter, labelled: list[LabelledMaps], postprocess: PostprocessConfig,
                     members=None) -> list[float]:
     """Each image's Kaggle score on its own pixels with that post-processing,
     for the combination of the models at positions `members` (default all)."""
+    return _scores(segmenter, labelled, _combined_maps(segmenter, labelled, members), postprocess)
+
+
+def _scores(segmenter: Segmenter, labelled: list[LabelledMaps], combined: list[np.ndarray],
+            postprocess: PostprocessConfig) -> list[float]:
     from nucjax.metrics import image_score
 
-    members = list(range(len(segmenter.models))) if members is None else list(members)
-    models = [segmenter.models[i] for i in members]
-    scores = []
-    for item in labelled:
-        combined = segmenter.combined([item.maps[i] for i in members], models)
-        scores.append(image_score(item.truth, segmenter.labels(item.image, item.scale, combined, postprocess)).score)
-    return scores
+    return [image_score(item.truth, segmenter.labels(item.image, item.scale, maps, postprocess)).score
+            for item, maps in zip(labelled, combined)]

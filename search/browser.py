@@ -102,9 +102,8 @@ class Page:
             raise BrowserError(f"Chromium refused the DevTools connection: {error}") from error
 
     def __exit__(self, *exc) -> None:
-        socket = getattr(self, "_socket", None)
-        if socket is not None:
-            socket.close()
+        if self._socket is not None:
+            self._socket.close()
             self._socket = None
         if self.process.poll() is None:
             self._signal_browser(signal.SIGTERM)

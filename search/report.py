@@ -248,8 +248,7 @@ def failure_gallery(checkpoint: Path, samples, count: int = GALLERY_IMAGES) -> t
     segmenter = Segmenter.load(checkpoint)
     scored, scales = [], []
     for sample in samples:
-        scale, maps = segmenter.member_maps(sample.image)  # segment's two steps, keeping the scale
-        labels = segmenter.labels(sample.image, scale, segmenter.combined(maps))
+        scale, labels = segmenter.segment_at_scale(sample.image)
         scored.append((image_score(sample.labels, labels).score, sample, labels))
         scales.append(scale)
     kinds = [image_kind(s.image) for _, s, _ in scored]
