@@ -7,15 +7,18 @@ training part of a split, then scores the checkpoint the run chooses
 (nucjax.train.checkpoints.best_checkpoint) on that split's validation
 images, by kind and by acquisition group, with how the validation moved
 over the epochs (the last epoch, the spread of the last half). The
-configurations add one change at a time:
+configurations up to +average add one change at a time, each to the line
+above, and +average is the defaults; the options after it each add their
+one change to the defaults:
 
     reference  native scale, the report's preprocessing, no recolouring (before)
     +scale     images rescaled to the canonical nucleus diameter (and --scale auto)
     +stain     haematoxylin density for colour images, percentile normalisation
     +recolour  recoloured copies of training images
-    +average   validate, save and predict with a moving average of the weights
-    +balance   training images drawn balanced across acquisition groups (everything: the defaults)
+    +average   validate, save and predict with a moving average of the weights (the defaults)
+    +balance   training images drawn balanced across acquisition groups (0.5)
     +blur      a Gaussian blur (sigma 0.5 to 2 px) on 30% of training crops
+    +dim       gamma 0.4 and pale nuclei 0.3 (dim nuclei, faded towards the background)
 
     python bench/generalise.py --data ../shared/data/dsb2018/stage1_train --epochs 4 \\
         [--configs reference +scale +stain +recolour] [--splits group stratified] [--out bench/generalise.jsonl]
@@ -45,8 +48,12 @@ CHANGES = {
     "+stain": {"preprocessing": None, "normalisation": None},
     "+recolour": {"recolour": None},
     "+average": {"ema_decay": None},
-    "+balance": {"balance": None},
+}
+#: Options: each is the defaults (every change above) plus its own.
+OPTIONS = {
+    "+balance": {"balance": 0.5},
     "+blur": {"blur": 0.3},
+    "+dim": {"gamma": 0.4, "pale": 0.3},
 }
 
 
@@ -59,7 +66,9 @@ def config_params(name: str) -> dict:
         params.update({k: defaults[k] if v is None else v for k, v in change.items()})
         if step == name:
             return params
-    raise SystemExit(f"unknown configuration '{name}'; choose from {', '.join(CHANGES)}")
+    if name in OPTIONS:
+        return {**params, **OPTIONS[name]}
+    raise SystemExit(f"unknown configuration '{name}'; choose from {', '.join([*CHANGES, *OPTIONS])}")
 
 
 def main() -> None:
@@ -67,7 +76,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--epochs", type=int, default=4, help="epochs of 200 steps, batch 8, for each run")
     parser.add_argument("--steps-per-epoch", type=int, default=200)
-    parser.add_argument("--configs", nargs="+", default=list(CHANGES))
+    parser.add_argument("--configs", nargs="+", default=[*CHANGES, *OPTIONS])
     parser.add_argument("--splits", nargs="+", default=["group"], choices=("group", "stratified"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "generalise.jsonl")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/nucjax-generalise"))
@@ -100,7 +109,7 @@ def main() -> None:
             scores = [r.score for r in results]
             last_half = scores[len(scores) // 2:]
             # The cost of --scale auto: model pixels per image against one native pass.
-            segmenter = Segmenter.load(chosen.path)
+            segmenter = Segmenter.load(chosen.path).planned(s.image for s in val)
             passes = []
             for sample in val:
                 scale = segmenter.member_maps(sample.image)[0]

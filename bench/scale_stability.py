@@ -3,14 +3,18 @@
 For every kept checkpoint of a training run (train with --max-to-keep
 large enough to keep them all) and every validation image of its split,
 the first pass estimates the median nucleus diameter and decides the
-working scale, two ways: nuclei found with the fixed SIZING
-post-processing (nucjax.segmenter, the default) or with the checkpoint's
-own calibrated post-processing (before). Printed, for each way: how
+working scale, three ways: each image by its own first pass, nuclei found
+with the fixed SIZING post-processing (nucjax.segmenter; --scale-by
+image); each image by its acquisition's median of those (the default,
+Segmenter.planned: the validation images grouped by experiment among
+themselves); each image by its own first pass with the checkpoint's
+calibrated post-processing (before either). Printed, for each way: how
 often an image's working scale flips between adjacent checkpoints (native
 against shrunk, or shrunk by factors 15% apart: see flipped), by group, and how far the estimate is from the true median
 diameter the masks give (median |log2(estimate / truth)|).
 
     python bench/scale_stability.py --run runs/train --data ../shared/data/dsb2018/stage1_train [--epochs 9 10 11]
+        [--out bench/scale_stability.jsonl]
 """
 
 from __future__ import annotations
@@ -48,8 +52,8 @@ def main() -> None:
     use_jax_environment()
     import numpy as np
 
-    from nucjax.data import acquisition_groups, split_samples
-    from nucjax.scale import median_diameter, scale_to, snapped
+    from nucjax.data.split import acquisition_groups, image_descriptor
+    from nucjax.scale import acquisition_diameters, median_diameter, scale_to, snapped
     from nucjax.segmenter import SIZING, Segmenter
     from nucjax.train.checkpoints import list_checkpoints
 
@@ -58,12 +62,15 @@ def main() -> None:
         raise SystemExit(f"{args.run}: needs at least two checkpoints, has {len(checkpoints)}")
     train_config = checkpoints[0].config.train
     samples = load_data(args.data, labelled=True).samples
-    _, val, _ = split_samples(samples, train_config.val_fraction, seed=train_config.seed, method=train_config.split)
+    _, val, _ = train_config.split_samples(samples)
     groups = acquisition_groups([s.image_id for s in samples], [s.image for s in samples])
     truth = [median_diameter(s.labels) for s in val]
-    ways = {"fixed sizing": lambda info: SIZING, "calibrated sizing": lambda info: info.config.postprocess}
-    decisions = {way: [] for way in ways}  # way -> per checkpoint, per image (diameter, scale)
+    ways = {"per image": lambda info: SIZING, "calibrated sizing": lambda info: info.config.postprocess}
+    decisions = {way: [] for way in ("per acquisition", *ways)}  # way -> per checkpoint, per image (diameter, scale)
     val_groups = [groups[s.image_id] for s in val]
+    # The acquisitions a prediction of these images plans with: grouped among themselves.
+    planned = acquisition_groups([s.image_id for s in val], descriptors=[image_descriptor(s.image) for s in val])
+    planned_groups = [planned[s.image_id] for s in val]
     for info in checkpoints:
         segmenter = Segmenter.load(info.path)
         first = segmenter.models[0]
@@ -73,9 +80,11 @@ def main() -> None:
                 diameter, _ = segmenter.estimate_diameter(sample.image, sizing=sizing(info))
                 row.append((diameter, snapped(scale_to(diameter, first.diameter))))
             decisions[way].append(row)
-        shrunk = {g: sum(d[1] != 1.0 for d, gg in zip(decisions["fixed sizing"][-1], val_groups) if gg == g)
+        shared = acquisition_diameters([d for d, _ in decisions["per image"][-1]], planned_groups)
+        decisions["per acquisition"].append([(d, snapped(scale_to(d, first.diameter))) for d in shared])
+        shrunk = {g: sum(d[1] != 1.0 for d, gg in zip(decisions["per acquisition"][-1], val_groups) if gg == g)
                   for g in sorted(set(val_groups))}
-        print(f"{info.path.name}: images shrunk by group (fixed sizing): {shrunk}", file=sys.stderr)
+        print(f"{info.path.name}: images shrunk by group (per acquisition): {shrunk}", file=sys.stderr)
 
     report = {"run": str(args.run), "checkpoints": [c.epoch for c in checkpoints], "images": len(val),
               "decisions": {way: [[(d, round(sc, 4)) for d, sc in row] for row in rows] for way, rows in decisions.items()},

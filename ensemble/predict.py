@@ -85,7 +85,7 @@ def run(args) -> None:
     from ensemble.members import candidate_checkpoints
     from ensemble.report import counted, describe, write_comparison
     from ensemble.selection import ensemble_plans, plans_segment
-    from nucjax.cli import cache_root, checked_sources, predict_folder, progress, warn
+    from nucjax.cli import cache_root, checked_sources, planned_for, predict_folder, progress, warn
     from nucjax.experiment import ExperimentError, latest_experiment, read_experiment
     from nucjax.segmenter import load_model
 
@@ -105,7 +105,7 @@ def run(args) -> None:
             warn(str(entry))
         if not calibration:
             warn("no labelled validation images to re-calibrate on; using the best member's settings")
-    candidates, plans, log = ensemble_plans(models, calibration, args.ensemble, {"scale": args.scale, "tta": args.tta},
+    candidates, plans, log = ensemble_plans(models, calibration, args.ensemble, {"scale": args.scale, "tta": args.tta, "scale_by": args.scale_by},
                                             lambda samples: progress(samples, len(samples), "validation maps"))
     if log:
         print("greedy selection on validation:\n  " + "\n  ".join(log), file=sys.stderr)
@@ -123,7 +123,7 @@ def run(args) -> None:
         print(f"predicting the {len(sources)} test images the search held back", file=sys.stderr)
     compared = experiment.folder if experiment is not None and args.checkpoints is None else None
     compare = (lambda scores: write_comparison(args.out, models, plans, scores, compared)) if args.compare else None
-    predict_folder(plans_segment(candidates, plans, args.compare), sources, args, report=compare)
+    predict_folder(plans_segment(planned_for(candidates, sources), plans, args.compare), sources, args, report=compare)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "Segmenter": "nucjax.segmenter",
     "segment_folder": "nucjax.segmenter",
+    "folder_images": "nucjax.segmenter",
     "ImageResult": "nucjax.segmenter",
     "read_image": "nucjax.data",
     "find_samples": "nucjax.data",

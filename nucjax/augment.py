@@ -28,6 +28,20 @@ class AugmentConfig:
     contrast: float = 0.15  # and is scaled by 1 +- this
     blur: float = 0.0  # probability of a Gaussian blur (out-of-focus and soft-stained images)
     blur_sigma: float = 2.0  # its largest sigma (px); each blurred image draws one in 0.5..this
+    # Dim nuclei: the input is raised to a power log-uniform in exp(+-gamma),
+    # which moves dim nuclei against bright ones; and each nucleus is, with
+    # probability pale, faded towards its crop's background to a share of
+    # its contrast drawn in pale_floor..1 (pale nuclei a model must not miss).
+    gamma: float = 0.0
+    pale: float = 0.0
+    pale_floor: float = 0.25
+
+    def __post_init__(self):
+        for name in ("elastic", "blur", "recolour", "pale"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} is a probability, in [0, 1]; got {getattr(self, name)}")
+        if self.gamma < 0 or not 0 <= self.pale_floor <= 1:
+            raise ValueError(f"gamma must be >= 0 and pale_floor in [0, 1], got {self.gamma} and {self.pale_floor}")
     recolour: float = 0.5  # probability that an image also trains in a recoloured copy (see recolour)
 
 

@@ -231,6 +231,12 @@ class Draws(NamedTuple):
     gain: jax.Array
     shift: jax.Array
     blur: jax.Array | None = None  # (B,) Gaussian sigma in output px, 0 for none
+    gamma: jax.Array | None = None  # (B,) power the input is raised to
+    pale: jax.Array | None = None  # (B, PALE_SLOTS) share of its contrast nucleus (label % PALE_SLOTS) keeps
+
+
+#: Nuclei draw their fading by label modulo this: more than any crop holds.
+PALE_SLOTS = 512
 
 
 def blur_matrix(size: int, sigma: float) -> np.ndarray:
@@ -264,7 +270,7 @@ def draw_augmentation(key: jax.Array, hw: jax.Array, variant_counts: jax.Array, 
                       augment: AugmentConfig | None) -> Draws:
     """Draw a batch's augmentation for images of (B, 2) sizes hw."""
     size, batch = inputs.size, hw.shape[0]
-    keys = jax.random.split(key, 10)
+    keys = jax.random.split(key, 13)
     variant = jnp.minimum(jnp.floor(jax.random.uniform(keys[0], (batch,)) * variant_counts), variant_counts - 1)
     zoom = jnp.ones((batch,), jnp.float32)
     if inputs.rescales and inputs.scale_jitter > 0:
@@ -275,7 +281,7 @@ def draw_augmentation(key: jax.Array, hw: jax.Array, variant_counts: jax.Array, 
     corner = jnp.floor(jax.random.uniform(keys[2], (batch, 2)) * (room + 1))
     symmetry = jnp.zeros((batch,), jnp.int32)
     displacement = jnp.zeros((batch, 2, size, size), jnp.float32)
-    gain, shift, blur = jnp.ones((batch,)), jnp.zeros((batch,)), None
+    gain, shift, blur, gamma, pale = jnp.ones((batch,)), jnp.zeros((batch,)), None, None, None
     if augment is not None:
         if augment.flips:
             symmetry = jax.random.randint(keys[3], (batch,), 0, 8)
@@ -289,7 +295,26 @@ def draw_augmentation(key: jax.Array, hw: jax.Array, variant_counts: jax.Array, 
             blurred = jax.random.uniform(keys[8], (batch,)) < augment.blur
             sigma = jax.random.uniform(keys[9], (batch,), minval=0.5, maxval=max(augment.blur_sigma, 0.5))
             blur = jnp.where(blurred, sigma, 0.0)
-    return Draws(variant.astype(jnp.int32), zoom, corner, symmetry, displacement, gain, shift, blur)
+        if augment.gamma:
+            gamma = jnp.exp(jax.random.uniform(keys[10], (batch,), minval=-augment.gamma, maxval=augment.gamma))
+        if augment.pale:
+            faded = jax.random.uniform(keys[11], (batch, PALE_SLOTS)) < augment.pale
+            share = jax.random.uniform(keys[12], (batch, PALE_SLOTS), minval=augment.pale_floor, maxval=1.0)
+            pale = jnp.where(faded, share, 1.0)
+    return Draws(variant.astype(jnp.int32), zoom, corner, symmetry, displacement, gain, shift, blur, gamma, pale)
+
+
+def fade_nuclei(x: jax.Array, labels: jax.Array, share: jax.Array) -> jax.Array:
+    """(B, S, S, C) images whose nucleus with label l keeps share[b, l %
+    PALE_SLOTS] of its contrast above the crop's background (the mean
+    where labels are 0; 0 in a crop with none)."""
+    background = labels == 0
+    count = background.sum(axis=(1, 2))
+    level = jnp.where(background[..., None], x, 0.0).sum(axis=(1, 2)) / jnp.maximum(count, 1)[:, None]
+    level = level[:, None, None, :]
+    keep = jnp.take_along_axis(share, (labels % PALE_SLOTS).reshape(labels.shape[0], -1), axis=1).reshape(labels.shape)
+    keep = jnp.where(background, 1.0, keep)[..., None]
+    return level + (x - level) * keep
 
 
 def gaussian_blur(x: jax.Array, sigma: jax.Array) -> jax.Array:
@@ -367,8 +392,12 @@ def render(data: TrainingSet, indices: jax.Array, draws: Draws, inputs: InputCon
     rows, cols = source_coordinates(draws, inputs.size)
     x = sample_linear(data.inputs, variant[:, 0], variant[:, 1:3], hw, rows, cols) / 255.0
     labels = sample_nearest(data.labels, examples[:, 0], examples[:, 1:3], hw, rows, cols)
+    if draws.pale is not None:
+        x = fade_nuclei(x, labels, draws.pale)
     if draws.blur is not None:
         x = gaussian_blur(x, draws.blur)
+    if draws.gamma is not None:
+        x = jnp.maximum(x, 0.0) ** draws.gamma[:, None, None, None]
     x = (x - 0.5) * draws.gain[:, None, None, None] + 0.5 + draws.shift[:, None, None, None]
     return jnp.clip(x, 0.0, 1.0), labels
 

@@ -153,7 +153,19 @@ def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
                                  "rescales it to the one the model was trained at; native predicts images as they are; "
                                  "a number rescales every image by it; model (default): auto for models trained "
                                  "at a canonical diameter, native for the others")
+    predicting.add_argument("--scale-by", choices=("acquisition", "image"), default="acquisition",
+                            help="with auto scale, whose nucleus diameter an image is rescaled for: acquisition "
+                                 "(default): the median of its experiment's images in this folder (grouped by kind, "
+                                 "size and look), so that one image's misjudged first pass cannot flip it; image: its own")
     predicting.add_argument("--tta", action="store_true", help="average the maps over the 8 flips and rotations (8x slower)")
+
+
+def planned_for(segmenter, sources):
+    """segmenter with the scale of every readable image of sources planned
+    (Segmenter.planned), behind a progress bar."""
+    from nucjax.segmenter import folder_images
+
+    return segmenter.planned(progress(folder_images(sources), len(sources), "sizing nuclei"))
 
 
 def checked_scale(parser: argparse.ArgumentParser, value: str):

@@ -58,6 +58,8 @@ class TrainConfig:
     # ** -balance: 0 draws every image alike, 1 every group alike. Off: 0.5 moved
     # score between groups but not overall (README, Measured).
     balance: float = 0.0
+    # Decoupled (AdamW) weight decay of the convolution kernels; 0: plain adam.
+    weight_decay: float = 0.0
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -76,6 +78,8 @@ class TrainConfig:
             raise ValueError(f"balance must be in [0, 1], got {self.balance}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning rate must be positive, got {self.learning_rate}")
 

@@ -51,14 +51,14 @@ def split_part(sources, part: str, train_config):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from nucjax.cli import image_sources, predict_folder, use_jax_environment
+    from nucjax.cli import image_sources, planned_for, predict_folder, use_jax_environment
 
     use_jax_environment()
     from nucjax.segmenter import Segmenter
     from nucjax.train.checkpoints import CheckpointError
 
     try:
-        segmenter = Segmenter.load(args.checkpoint, scale=args.scale, tta=args.tta)
+        segmenter = Segmenter.load(args.checkpoint, scale=args.scale, tta=args.tta, scale_by=args.scale_by)
     except CheckpointError as err:
         fail(str(err))
     if args.postprocess != "default":
@@ -69,7 +69,7 @@ def main(argv=None) -> None:
         sources = split_part(sources, args.split, model.config.train)
     print(f"predicting {len(sources)} images with {model.path} (validation {model.score:.4f}, scale {segmenter.scale_mode()})",
           file=sys.stderr)
-    predict_folder(segmenter.segment, sources, args)
+    predict_folder(planned_for(segmenter, sources).segment, sources, args)
 
 
 if __name__ == "__main__":

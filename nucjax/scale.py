@@ -87,6 +87,21 @@ def pyramid_diameter(found: dict[float, float | None], target: float) -> float |
     return seen[scale] / scale
 
 
+def acquisition_diameters(found, groups) -> list[float | None]:
+    """Each image's diameter as its acquisition's, from the diameters the
+    images found (None: nothing found) and their acquisition groups: the
+    geometric median of its group's (None where its group found none).
+    Images of one experiment share a magnification, and one image's first
+    pass can take clusters of small nuclei for large ones: the median of its
+    group outvotes it."""
+    logs: dict[str, list[float]] = {}
+    for diameter, group in zip(found, groups):
+        if diameter:
+            logs.setdefault(group, []).append(math.log(diameter))
+    medians = {group: math.exp(float(np.median(values))) for group, values in logs.items()}
+    return [medians.get(group) for group in groups]
+
+
 def snapped(scale: float, within: float = KEEP_NATIVE_WITHIN) -> float:
     """1.0 when scale is within a ratio of `within` of it, else scale."""
     return 1.0 if max(scale, 1 / scale) < within else scale

@@ -23,6 +23,7 @@ first model's) and the labels are mapped back to every original pixel.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -31,9 +32,11 @@ import numpy as np
 
 from nucjax.combine import combine, group_quorum
 from nucjax.config import ExperimentConfig
+from nucjax.data.split import acquisition_groups, image_descriptor
 from nucjax.postprocess import PostprocessConfig, instances
 from nucjax.scale import (
     NATIVE_DIAMETER,
+    acquisition_diameters,
     median_diameter,
     pyramid,
     pyramid_diameter,
@@ -46,6 +49,12 @@ from nucjax.scale import (
 )
 
 SCALE_MODES = ("model", "native", "auto")
+#: Whose first pass decides an image's scale with 'auto': its acquisition's
+#: (the images of its group, see Segmenter.planned) or its own.
+SCALE_BY = ("acquisition", "image")
+#: The most bytes of first-pass maps a plan keeps for the images that stay
+#: at native scale; past it they are predicted again (the same maps, a pass more).
+FIRST_PASS_CACHE = 1 << 30
 #: How the first pass finds the nuclei it sizes: fixed, not the calibrated
 #: post-processing, so an image's scale depends on the weights alone.
 #: Calibration runs on maps made at that scale; were the scale to follow
@@ -129,6 +138,25 @@ def ensemble_postprocess(models) -> PostprocessConfig:
     return config
 
 
+def fingerprint(image: np.ndarray) -> str:
+    """A key for an image's pixels: what a scale plan looks images up by."""
+    digest = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16)
+    digest.update(repr((image.shape, image.dtype.str)).encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """An image's planned scale: the nucleus diameter it is segmented for
+    (None: nothing found, native) and the native first pass of the model
+    named `sizer` when it was kept (reused when that model predicts the
+    image at native scale)."""
+
+    diameter: float | None
+    first_pass: np.ndarray | None = None
+    sizer: str = ""
+
+
 @dataclass(frozen=True)
 class Segmenter:
     """Models and how their maps become nuclei. One model: its own maps and
@@ -143,10 +171,14 @@ class Segmenter:
     scale: str | float = "model"
     tta: bool = False
     ensemble: bool = False  # combine even one model's map (its post-processing was tuned on combined maps)
+    scale_by: str = "acquisition"  # see SCALE_BY; takes effect through planned()
+    plan: dict | None = dataclasses.field(default=None, repr=False)  # {fingerprint: Sizing}, from planned()
 
     def __post_init__(self):
         if not self.models:
             raise ValueError("a Segmenter needs at least one model")
+        if self.scale_by not in SCALE_BY:
+            raise ValueError(f"scale_by must be one of {', '.join(SCALE_BY)}, got '{self.scale_by}'")
         object.__setattr__(self, "models", tuple(self.models))
         object.__setattr__(self, "scale", parse_scale(self.scale))
 
@@ -209,6 +241,40 @@ class Segmenter:
             found[scale] = median_diameter(instances(maps, sizing))
         return pyramid_diameter(found, first.diameter), first_pass
 
+    def planned(self, images: Iterable[np.ndarray], cache_bytes: int = FIRST_PASS_CACHE) -> "Segmenter":
+        """This segmenter with the scale of each of `images` decided by its
+        acquisition: every image's first pass finds its diameter, images are
+        grouped by experiment (kind, size and look: nucjax.data.split's
+        acquisition_groups, over these images only) and each takes its
+        group's median diameter (nucjax.scale.acquisition_diameters).
+        Segmenting one of them then costs no second first pass. Itself when
+        the scale is not 'auto' or scale_by is 'image'; images it was not
+        planned for estimate their own."""
+        if self.scale_mode() != "auto" or self.scale_by == "image":
+            return self
+        keys, descriptors, found, kept, kept_bytes = [], [], [], {}, 0
+        seen = set()
+        for image in images:
+            key = fingerprint(image)
+            if key in seen:
+                continue
+            diameter, first_pass = self.estimate_diameter(image)
+            keys.append(key)
+            seen.add(key)
+            descriptors.append(image_descriptor(image))
+            found.append(diameter)
+            if kept_bytes + first_pass.nbytes <= cache_bytes:
+                kept[key], kept_bytes = first_pass, kept_bytes + first_pass.nbytes
+        groups = acquisition_groups(keys, descriptors=descriptors)
+        diameters = acquisition_diameters(found, [groups[key] for key in keys])
+        sizer = self.models[0].name
+        return self.replace(plan={key: Sizing(d, kept.get(key), sizer) for key, d in zip(keys, diameters)})
+
+    def sizing(self, image: np.ndarray, inputs: np.ndarray | None = None) -> Sizing:
+        """The image's planned Sizing, or its own first pass's."""
+        planned = self.plan.get(fingerprint(image)) if self.plan else None
+        return planned if planned is not None else Sizing(*self.estimate_diameter(image, inputs), self.models[0].name)
+
     def member_maps(self, image: np.ndarray) -> tuple[float, list[np.ndarray]]:
         """(working scale, every model's (h, w, K) maps at that scale) for
         an (H, W, 3) uint8 image."""
@@ -224,7 +290,9 @@ class Segmenter:
 
         first_pass, diameter = None, None
         if mode == "auto":
-            diameter, first_pass = self.estimate_diameter(image, inputs_of(first))
+            sizing = self.sizing(image, inputs_of(first))
+            diameter = sizing.diameter
+            first_pass = sizing.first_pass if sizing.sizer == first.name else None
         working = snapped(scale_to(diameter, first.diameter)) if mode == "auto" else (1.0 if mode == "native" else mode)
         shape = scaled_shape(image.shape[:2], working)
         maps = []
@@ -289,6 +357,18 @@ class ImageResult:
     notes: tuple = ()
 
 
+def folder_images(sources) -> Iterator[np.ndarray]:
+    """The images of `sources` that can be read, as segment_folder reads them."""
+    from nucjax.data import DataError
+    from nucjax.data.kaggle import load_sample
+
+    for source in sources:
+        try:
+            yield load_sample(source, labelled=None)[0].image
+        except DataError:
+            continue
+
+
 def segment_folder(segment, sources: Iterable, *, strict: bool = False, truths: dict | None = None) -> Iterator[ImageResult]:
     """Segment every image of `sources` (nucjax.data SampleSource), in order.
 
@@ -335,9 +415,12 @@ class LabelledMaps:
 
 
 def labelled_maps(segmenter: Segmenter, samples, on_image=None) -> list[LabelledMaps]:
-    """Every labelled sample's member maps, as prediction makes them (float32:
-    a coarser copy would move pixels across a threshold, and the score
-    with them)."""
+    """Every labelled sample's member maps, as prediction makes them: the
+    scale planned over these samples (as nucjax.predict plans over the
+    folder it is given), float32 (a coarser copy would move pixels across
+    a threshold, and the score with them)."""
+    samples = list(samples)
+    segmenter = segmenter.planned(s.image for s in samples)
     found = []
     for i, sample in enumerate(samples, start=1):
         scale, maps = segmenter.member_maps(sample.image)

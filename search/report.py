@@ -245,7 +245,8 @@ def failure_gallery(checkpoint: Path, samples, count: int = GALLERY_IMAGES) -> t
     from nucjax.pictures import PREDICTION_COLOUR, TRUTH_COLOUR, contour_overlay
     from nucjax.segmenter import Segmenter
 
-    segmenter = Segmenter.load(checkpoint)
+    samples = list(samples)
+    segmenter = Segmenter.load(checkpoint).planned(s.image for s in samples)  # scales as the validation planned them
     scored, scales = [], []
     for sample in samples:
         scale, labels = segmenter.segment_at_scale(sample.image)

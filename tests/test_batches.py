@@ -252,3 +252,41 @@ def test_the_blur_smooths_its_images_only_and_keeps_their_mean():
     # A 1-px Gaussian matches OpenCV's away from the edges.
     reference = cv2.GaussianBlur(np.asarray(x[1, ..., 0]), (0, 0), 1.0)
     np.testing.assert_allclose(out[1, 8:-8, 8:-8, 0], reference[8:-8, 8:-8], atol=2e-3)
+
+
+def test_pale_nuclei_keep_a_drawn_share_of_their_contrast_and_the_background_stays():
+    from nucjax.batches import PALE_SLOTS, fade_nuclei
+
+    labels = np.zeros((1, 16, 16), np.int32)
+    labels[0, 2:6, 2:6], labels[0, 9:13, 9:13] = 3, 4
+    x = jnp.asarray(np.where(labels[..., None] > 0, 0.9, 0.1), jnp.float32)
+    share = jnp.ones((1, PALE_SLOTS)).at[0, 3].set(0.25)
+    out = np.asarray(fade_nuclei(x, jnp.asarray(labels), share))[0, ..., 0]
+    assert out[3, 3] == pytest.approx(0.1 + 0.8 * 0.25)  # faded towards the background's level
+    assert out[10, 10] == pytest.approx(0.9) and out[0, 0] == pytest.approx(0.1)  # the others untouched
+
+
+def test_gamma_and_pale_are_drawn_in_their_ranges_and_cost_nothing_when_off():
+    config, hw = InputConfig(size=32), jnp.full((2000, 2), 64)
+    augment = AugmentConfig(gamma=0.4, pale=0.3, pale_floor=0.25)
+    draws = draw_augmentation(jax.random.key(5), hw, jnp.ones(2000), config, augment)
+    gamma, share = np.asarray(draws.gamma), np.asarray(draws.pale)
+    assert gamma.min() >= np.exp(-0.4) - 1e-6 and gamma.max() <= np.exp(0.4) + 1e-6 and gamma.std() > 0.1
+    faded = share < 1
+    assert abs(faded.mean() - 0.3) < 0.01 and share.min() >= 0.25
+    off = draw_augmentation(jax.random.key(5), hw, jnp.ones(2000), config, AugmentConfig())
+    assert off.gamma is None and off.pale is None
+    with pytest.raises(ValueError, match="probability"):
+        AugmentConfig(pale=1.5)
+    # In a batch: pale nuclei are dimmer than the input's, never brighter, and the labels do not move.
+    labels = np.zeros((64, 64), np.int32)
+    labels[8:24, 8:24], labels[36:56, 30:50] = 1, 2
+    example = Example((np.where(labels > 0, 230, 20).astype(np.uint8)[..., None],), labels)
+    still = AugmentConfig(flips=False, elastic=0.0, brightness=0.0, contrast=0.0, recolour=0.0)
+    plain_x, plain_y = draw_batch(jax.random.key(6), pack([example]), jnp.zeros(32, jnp.int32), config, still)
+    pale_x, pale_y = draw_batch(jax.random.key(6), pack([example]), jnp.zeros(32, jnp.int32), config,
+                                AugmentConfig(flips=False, elastic=0.0, brightness=0.0, contrast=0.0, recolour=0.0, pale=1.0))
+    assert np.array_equal(plain_y, pale_y)
+    nuclei = np.asarray(plain_y)[..., 0] > 0
+    assert np.all(np.asarray(pale_x)[..., 0][nuclei] <= np.asarray(plain_x)[..., 0][nuclei] + 1e-6)
+    assert np.asarray(pale_x)[..., 0][nuclei].mean() < np.asarray(plain_x)[..., 0][nuclei].mean() - 0.05

@@ -236,3 +236,54 @@ def test_the_extended_unet_trains_and_predicts_on_rescaled_images(tmp_path):
     results = train_and_evaluate(config, train, [large_nuclei(9, (96, 96))], tmp_path)
     segmenter = Segmenter.load(results[-1].checkpoint, scale=1 / 3)
     assert segmenter.segment(train[0].image).shape == (96, 96)
+
+
+def test_an_acquisition_takes_the_median_of_its_images_diameters():
+    from nucjax.scale import acquisition_diameters
+
+    found = [40.0, 42.0, None, 90.0, 10.0, None]
+    groups = ["a", "a", "a", "a", "b", "c"]
+    out = acquisition_diameters(found, groups)
+    # Three found in 'a': the middle one speaks (an outlier cannot move it); the image that found none takes it.
+    assert out[:4] == [pytest.approx(42.0)] * 4
+    assert out[4] == pytest.approx(10.0) and out[5] is None
+    # An even count: the geometric mean of the middle two.
+    assert acquisition_diameters([40.0, 90.0], ["a", "a"]) == [pytest.approx(60.0)] * 2
+
+
+def counting_model():
+    """brightness_model, counting the pixels its forward pass sees."""
+    model = brightness_model()
+    seen = []
+
+    def forward(x):
+        seen.append(int(np.prod(x.shape[:3])))
+        return model.forward(x)
+
+    return model.__class__(model.name, model.path, model.config, model.score, forward), seen
+
+
+def test_a_planned_folder_scales_each_image_for_its_acquisition_at_no_extra_first_pass():
+    from nucjax.segmenter import Segmenter
+
+    # One experiment of large nuclei, one image of which looks like small ones (as a first pass
+    # fooled by touching nuclei would see it); another experiment, of another size, of small nuclei.
+    large = [bright_image(disc_labels((192, 192), 40, seed=s)) for s in range(3)]
+    odd = bright_image(disc_labels((192, 192), 12, seed=9))
+    small = [bright_image(disc_labels((160, 224), 12, seed=s)) for s in range(2)]
+    model, seen = counting_model()
+    segmenter = Segmenter.of([model], scale="auto")
+    assert segmenter.member_maps(odd)[0] == 1.0  # on its own, the odd image stays native
+    planned = segmenter.planned([*large, odd, *small])
+    assert [planned.member_maps(i)[0] for i in large] == [pytest.approx(0.5, rel=0.1)] * 3
+    assert planned.member_maps(odd)[0] == planned.member_maps(large[0])[0]  # its acquisition outvotes it
+    seen.clear()
+    assert [planned.member_maps(i)[0] for i in small] == [1.0, 1.0]
+    assert not seen  # native images reuse the plan's first pass: no pass is run twice
+    # Per image, or an image the plan does not know: its own first pass decides.
+    assert segmenter.replace(scale_by="image").planned([*large, odd]).member_maps(odd)[0] == 1.0
+    assert planned.member_maps(bright_image(disc_labels((192, 192), 12, seed=11)))[0] == 1.0
+    # Native and fixed scales plan nothing.
+    assert segmenter.replace(scale="native").planned(large).plan is None
+    with pytest.raises(ValueError, match="scale_by"):
+        segmenter.replace(scale_by="folder")

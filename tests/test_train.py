@@ -193,6 +193,25 @@ def test_the_average_follows_the_weights_early_and_then_slowly():
     assert float(loop.average_decay(0.999, 100_000)) == pytest.approx(0.999)
 
 
+def test_weight_decay_shrinks_the_kernels_only():
+    from nucjax.models.unet import build_model
+
+    config = tiny_experiment()
+    decayed = config.replace(train={"weight_decay": 0.5, "learning_rate": 0.1, "warmup_steps": 0, "schedule": "constant"})
+    model = build_model(config.model)
+    before = jax.tree.map(np.array, nnx.state(model, nnx.Param))  # a copy: the update writes in place
+    optimizer = loop.make_optimizer(model, decayed.train)
+    optimizer.update(model, jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param)))  # no gradient: only the decay moves weights
+    after = nnx.state(model, nnx.Param)
+    for old, new in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
+        if old.ndim > 1:  # kernels: lr * decay = 5% smaller
+            np.testing.assert_allclose(new, old * 0.95, rtol=1e-5, atol=1e-7)
+        else:  # batch-norm scales and biases: untouched
+            np.testing.assert_array_equal(new, old)
+    with pytest.raises(ValueError, match="weight_decay"):
+        config.replace(train={"weight_decay": -1.0})
+
+
 def info_with(epoch, scores=None, score=None):
     """A checkpoint's record with per-image scores, or (older nucjax) only a mean."""
     from nucjax.train.checkpoints import CheckpointInfo

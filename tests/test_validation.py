@@ -11,7 +11,7 @@ import pytest
 from nucjax import predict
 from nucjax.data import SyntheticConfig, generate, write_kaggle_sample
 from nucjax.data.kaggle import find_samples
-from nucjax.segmenter import Segmenter, segment_folder
+from nucjax.segmenter import Segmenter, folder_images, segment_folder
 from nucjax.train.__main__ import main as train_main
 from nucjax.train.checkpoints import list_checkpoints
 
@@ -39,8 +39,8 @@ def test_every_checkpoint_scores_in_prediction_what_training_validated(scaled_ru
     assert [c.epoch for c in checkpoints] == [1, 2, 3, 4]
     assert any(c.score > 0 for c in checkpoints)  # the check means something only where nuclei are found
     for info in checkpoints:
-        segmenter = Segmenter.load(info.path)
         sources = predict.split_part(find_samples(root)[0], "val", info.config.train)
+        segmenter = Segmenter.load(info.path).planned(folder_images(sources))  # as nucjax.predict plans its folder
         scores = [next(iter(r.scores.values())) for r in segment_folder(segmenter.segment, sources)]
         assert len(scores) == info.metrics["images"]
         assert float(np.mean(scores)) == info.score, info.path.name
@@ -95,5 +95,6 @@ def test_the_ensembles_calibrated_score_is_what_its_plans_predict(scaled_run, tm
     sources = predict.split_part(find_samples(root)[0], "val", models[0].config.train)
     assert len(plans) == 3  # mean, then intersect and vote
     for plan in plans:
-        scores = [next(iter(r.scores.values())) for r in segment_folder(plan.segmenter.segment, sources)]
+        segmenter = plan.segmenter.planned(folder_images(sources))
+        scores = [next(iter(r.scores.values())) for r in segment_folder(segmenter.segment, sources)]
         assert float(np.mean(scores)) == plan.score, plan.name

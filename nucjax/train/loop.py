@@ -82,7 +82,13 @@ def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
 
 
 def make_optimizer(model, config: TrainConfig) -> nnx.Optimizer:
-    return nnx.Optimizer(model, optax.adam(learning_rate_schedule(config)), wrt=nnx.Param)
+    schedule = learning_rate_schedule(config)
+    if not config.weight_decay:
+        return nnx.Optimizer(model, optax.adam(schedule), wrt=nnx.Param)
+    # Decoupled weight decay on the convolution kernels only: batch-norm
+    # scales and biases set levels, not the features' size.
+    kernels = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)  # noqa: E731
+    return nnx.Optimizer(model, optax.adamw(schedule, weight_decay=config.weight_decay, mask=kernels), wrt=nnx.Param)
 
 
 def make_update(config: ExperimentConfig):
