@@ -42,6 +42,15 @@ def test_predict_command_writes_every_image(tiny_run, tiny_root, tmp_path, capsy
     assert printed.strip().splitlines()[-1].startswith("Kaggle score: ")
 
 
+def test_predict_scales_per_image_on_request(tiny_run, tiny_root, tmp_path, capsys):
+    out = tmp_path / "per_image.csv"
+    predict.main(["--checkpoint", str(tiny_run), "--data", str(tiny_root), "--out", str(out), "--scale-by", "image"])
+    assert set(read_submission(out)) == set(load_dataset(tiny_root).image_ids)
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(["--checkpoint", str(tiny_run), "--data", str(tiny_root), "--scale-by", "folder"])
+    assert exit_info.value.code == 2 and "--scale-by" in capsys.readouterr().err
+
+
 def test_predict_reports_an_unreadable_image_and_predicts_the_others(tiny_run, tiny_samples, tmp_path, capsys):
     import cv2
 
