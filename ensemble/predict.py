@@ -106,7 +106,7 @@ def run(args) -> None:
         if not calibration:
             warn("no labelled validation images to re-calibrate on; using the best member's settings")
     candidates, plans, log = ensemble_plans(models, calibration, args.ensemble, {"scale": args.scale, "tta": args.tta, "scale_by": args.scale_by},
-                                            lambda samples: progress(samples, len(samples), "validation maps"))
+                                            lambda items, description: progress(items, len(items), description))
     if log:
         print("greedy selection on validation:\n  " + "\n  ".join(log), file=sys.stderr)
     for plan in plans if calibration else []:

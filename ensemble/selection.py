@@ -146,11 +146,13 @@ def plans_segment(candidates: Segmenter, plans: list[Plan], every_member: bool =
     return segment
 
 
-def ensemble_plans(models, calibration, config: EnsembleConfig, options: dict, progress=lambda samples: samples):
+def ensemble_plans(models, calibration, config: EnsembleConfig, options: dict,
+                   progress=lambda items, description: items):
     """(every candidate as one Segmenter, the plans, the greedy log): tuned
     on the labelled calibration samples when there are any, else with the
-    best model's settings. options: scale, tta (Segmenter fields);
-    progress wraps the calibration samples (a progress bar)."""
+    best model's settings. options: scale, scale_by, tta (Segmenter fields);
+    progress(items, description) wraps each pass over the calibration
+    samples (a progress bar)."""
     from nucjax.segmenter import Segmenter, labelled_maps
 
     options = {"combine": config.combine, "quorum": config.quorum, **options}
@@ -158,5 +160,5 @@ def ensemble_plans(models, calibration, config: EnsembleConfig, options: dict, p
         candidates = Segmenter.of(models, **options)
         return candidates, uncalibrated_plans(candidates, config), []
     candidates = Segmenter.of(models, ensemble=True, **options)
-    plans, log = calibrated_plans(candidates, labelled_maps(candidates, progress(calibration)), config)
+    plans, log = calibrated_plans(candidates, labelled_maps(candidates, calibration, progress), config)
     return candidates, plans, log

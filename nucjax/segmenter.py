@@ -16,6 +16,10 @@ with a first pass of the first model (a small pyramid), shrinks an image
 whose nuclei are larger than the diameter each model was trained at down
 to it, and keeps the native first pass when that scale is close to 1. 'model' (the default) is 'auto'
 for models trained at a canonical diameter, 'native' for the others.
+A set of images (a folder, a validation split) is planned first
+(Segmenter.planned): each image takes the median diameter of its
+acquisition (the images of its experiment among them), so one image's
+misjudged first pass cannot flip it.
 Post-processing runs once on the combined maps at the working scale (the
 first model's) and the labels are mapped back to every original pixel.
 """
@@ -252,21 +256,18 @@ class Segmenter:
         planned for estimate their own."""
         if self.scale_mode() != "auto" or self.scale_by == "image":
             return self
-        keys, descriptors, found, kept, kept_bytes = [], [], [], {}, 0
-        seen = set()
+        found, descriptors, kept, kept_bytes = {}, {}, {}, 0
         for image in images:
             key = fingerprint(image)
-            if key in seen:
+            if key in found:
                 continue
-            diameter, first_pass = self.estimate_diameter(image)
-            keys.append(key)
-            seen.add(key)
-            descriptors.append(image_descriptor(image))
-            found.append(diameter)
+            found[key], first_pass = self.estimate_diameter(image)
+            descriptors[key] = image_descriptor(image)
             if kept_bytes + first_pass.nbytes <= cache_bytes:
                 kept[key], kept_bytes = first_pass, kept_bytes + first_pass.nbytes
-        groups = acquisition_groups(keys, descriptors=descriptors)
-        diameters = acquisition_diameters(found, [groups[key] for key in keys])
+        keys = list(found)
+        groups = acquisition_groups(keys, descriptors=[descriptors[key] for key in keys])
+        diameters = acquisition_diameters([found[key] for key in keys], [groups[key] for key in keys])
         sizer = self.models[0].name
         return self.replace(plan={key: Sizing(d, kept.get(key), sizer) for key, d in zip(keys, diameters)})
 
@@ -414,19 +415,18 @@ class LabelledMaps:
         return resize_labels(self.truth, self.maps[0].shape[:2])
 
 
-def labelled_maps(segmenter: Segmenter, samples, on_image=None) -> list[LabelledMaps]:
+def labelled_maps(segmenter: Segmenter, samples, progress=lambda items, description: items) -> list[LabelledMaps]:
     """Every labelled sample's member maps, as prediction makes them: the
     scale planned over these samples (as nucjax.predict plans over the
     folder it is given), float32 (a coarser copy would move pixels across
-    a threshold, and the score with them)."""
+    a threshold, and the score with them). progress(items, description)
+    wraps each of the two passes over the samples (a progress bar)."""
     samples = list(samples)
-    segmenter = segmenter.planned(s.image for s in samples)
+    segmenter = segmenter.planned(progress([s.image for s in samples], "sizing nuclei"))
     found = []
-    for i, sample in enumerate(samples, start=1):
+    for sample in progress(samples, "validation maps"):
         scale, maps = segmenter.member_maps(sample.image)
         found.append(LabelledMaps(sample.image, sample.labels, scale, maps))
-        if on_image is not None:
-            on_image(i)
     return found
 
 
