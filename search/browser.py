@@ -28,6 +28,28 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage
 BINARIES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
+def group_running(pgid: int) -> bool:
+    """Whether a process of the process group is running (not a zombie):
+    from /proc on Linux, else whether the group can still be signalled."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[2] == str(pgid) and fields[0] != "Z":  # state, ppid, pgrp, ...
+            return True
+    return False
+
+
 class BrowserError(RuntimeError):
     """No browser, or it did not answer."""
 
@@ -113,6 +135,11 @@ class Page:
                 self._signal_browser(signal.SIGKILL)
                 self.process.wait(10)
         self._signal_browser(signal.SIGKILL)  # helpers that outlived the browser
+        # A killed helper lives on for a moment (it is not ours to wait for):
+        # wait until the group has none running, so no caller sees it.
+        deadline = time.monotonic() + 5
+        while group_running(self.process.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
         self.process.stderr.close()
         shutil.rmtree(self.profile, ignore_errors=True)
 

@@ -92,3 +92,15 @@ def test_a_browser_that_opens_no_page_leaves_nothing_behind(monkeypatch):
         page.__enter__()
     assert page.process.poll() is not None and not page.profile.exists()
     assert browser_processes(page.profile) == []
+
+
+def test_a_process_group_is_running_until_its_last_process_is_gone():
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        assert browser.group_running(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    assert not browser.group_running(child.pid)
