@@ -35,6 +35,7 @@ class AugmentConfig:
     gamma: float = 0.0
     pale: float = 0.0
     pale_floor: float = 0.25
+    recolour: float = 0.5  # probability that an image also trains in a recoloured copy (see recolour)
 
     def __post_init__(self):
         for name in ("elastic", "blur", "recolour", "pale"):
@@ -42,7 +43,6 @@ class AugmentConfig:
                 raise ValueError(f"{name} is a probability, in [0, 1]; got {getattr(self, name)}")
         if self.gamma < 0 or not 0 <= self.pale_floor <= 1:
             raise ValueError(f"gamma must be >= 0 and pale_floor in [0, 1], got {self.gamma} and {self.pale_floor}")
-    recolour: float = 0.5  # probability that an image also trains in a recoloured copy (see recolour)
 
 
 def symmetry(array: np.ndarray, k: int) -> np.ndarray:

@@ -35,15 +35,9 @@ def parse_args(argv=None):
 def split_part(sources, part: str, train_config):
     """The sources in one part of the split a checkpoint was validated on;
     unreadable images are left to the prediction loop to report."""
-    from nucjax.data import DataError
-    from nucjax.data.kaggle import load_sample
+    from nucjax.segmenter import readable_samples
 
-    readable = []
-    for source in sources:
-        try:
-            readable.append(load_sample(source, labelled=False)[0])
-        except DataError:
-            continue
+    readable = list(readable_samples(sources))
     train, val, _ = train_config.split_samples(readable)
     chosen = {s.image_id for s in (train if part == "train" else val)}
     return [s for s in sources if s.image_id in chosen]

@@ -268,8 +268,10 @@ class Segmenter:
         keys = list(found)
         groups = acquisition_groups(keys, descriptors=[descriptors[key] for key in keys])
         diameters = acquisition_diameters([found[key] for key in keys], [groups[key] for key in keys])
-        sizer = self.models[0].name
-        return self.replace(plan={key: Sizing(d, kept.get(key), sizer) for key, d in zip(keys, diameters)})
+        # Only an image that stays at native scale reuses its first pass.
+        first = self.models[0]
+        return self.replace(plan={key: Sizing(d, kept.get(key) if snapped(scale_to(d, first.diameter)) == 1.0 else None,
+                                              first.name) for key, d in zip(keys, diameters)})
 
     def sizing(self, image: np.ndarray, inputs: np.ndarray | None = None) -> Sizing:
         """The image's planned Sizing, or its own first pass's."""
@@ -358,16 +360,22 @@ class ImageResult:
     notes: tuple = ()
 
 
-def folder_images(sources) -> Iterator[np.ndarray]:
-    """The images of `sources` that can be read, as segment_folder reads them."""
+def readable_samples(sources, labelled: bool | None = False) -> Iterator:
+    """The samples of `sources` that can be read (by default without their
+    masks), as segment_folder reads them; the unreadable are left to it to report."""
     from nucjax.data import DataError
     from nucjax.data.kaggle import load_sample
 
     for source in sources:
         try:
-            yield load_sample(source, labelled=None)[0].image
+            yield load_sample(source, labelled=labelled)[0]
         except DataError:
             continue
+
+
+def folder_images(sources) -> Iterator[np.ndarray]:
+    """The images of `sources` that can be read, as segment_folder reads them."""
+    return (sample.image for sample in readable_samples(sources))
 
 
 def segment_folder(segment, sources: Iterable, *, strict: bool = False, truths: dict | None = None) -> Iterator[ImageResult]:
