@@ -25,7 +25,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from nucjax.cli import add_prediction_arguments, checked_scale, data_command_parser, fail
+from nucjax.cli import add_prediction_arguments, checked_backend, checked_scale, data_command_parser, fail
 
 
 def parse_args(argv=None):
@@ -55,6 +55,7 @@ def parse_args(argv=None):
     add_prediction_arguments(parser)
     args = parser.parse_args(argv)
     args.scale = checked_scale(parser, args.scale)
+    checked_backend(parser, args.backend)
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
     if args.quorum is not None and args.combine != "intersect" and not args.compare:
@@ -92,7 +93,7 @@ def run(args) -> None:
     experiment = None
     if args.experiment or not args.checkpoints:
         experiment = read_experiment(args.experiment or latest_experiment(Path("runs")))
-    models = [load_model(p) for p in candidate_checkpoints(experiment, args.top_k, args.epochs_of, args.checkpoints)]
+    models = [load_model(p, args.backend) for p in candidate_checkpoints(experiment, args.top_k, args.epochs_of, args.checkpoints)]
     if args.quorum is not None and args.quorum > len(models):
         raise ExperimentError(f"--quorum {args.quorum} needs at least {args.quorum} members; there are {len(models)} candidates")
     print(f"{counted(len(models), 'candidate member')}: " + ", ".join(f"{m.name} ({m.score:.4f})" for m in models), file=sys.stderr)

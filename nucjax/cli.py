@@ -158,6 +158,19 @@ def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
                                  "(default): the median of its experiment's images in this folder (grouped by kind, "
                                  "size and look), so that one image's misjudged first pass cannot flip it; image: its own")
     predicting.add_argument("--tta", action="store_true", help="average the maps over the 8 flips and rotations (8x slower)")
+    predicting.add_argument("--backend", choices=("jax", "onnx"), default="jax",
+                            help="what runs the networks: jax (default), or onnx: ONNX Runtime on the graph nucjax.export "
+                                 "writes (needs the export extra); scale, tiling and post-processing are shared. "
+                                 "A bioimage.io package always runs its ONNX weights")
+
+
+def checked_backend(parser: argparse.ArgumentParser, backend: str) -> str:
+    """--backend, once what it needs is installed; a parser error naming the extra otherwise."""
+    from importlib.util import find_spec
+
+    if backend == "onnx" and not (find_spec("onnx") and find_spec("onnxruntime")):
+        parser.error('--backend onnx needs onnx and onnxruntime: pip install -e ".[export]"')
+    return backend
 
 
 def planned_for(segmenter, sources):

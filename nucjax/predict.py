@@ -1,7 +1,7 @@
 """python -m nucjax.predict: one model's Kaggle submission for a folder of images.
 
-CHECKPOINT is a checkpoint folder or a training run folder (then its best
-checkpoint). The model predicts every image at its original size (at the
+CHECKPOINT is a checkpoint folder, a training run folder (then its best
+checkpoint) or a bioimage.io package nucjax.export wrote. The model predicts every image at its original size (at the
 nucleus scale it was trained for: see --scale) and the post-processing
 calibrated on validation (stored in the checkpoint) turns probabilities
 into nuclei. Every image of the folder gets a row; an unreadable image is
@@ -15,12 +15,13 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from nucjax.cli import add_prediction_arguments, checked_scale, data_command_parser, fail
+from nucjax.cli import add_prediction_arguments, checked_backend, checked_scale, data_command_parser, fail
 
 
 def parse_args(argv=None):
     parser = data_command_parser("nucjax.predict", __doc__)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder or training run folder")
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="checkpoint folder, training run folder or bioimage.io package (nucjax.export's zip)")
     parser.add_argument("--postprocess", choices=("default", "cc", "reference", "distance", "border"), default="default",
                         help="post-processing method (cc: plain connected components; reference: the report's chain); "
                              "default: the checkpoint's, with its calibrated thresholds")
@@ -29,6 +30,7 @@ def parse_args(argv=None):
     add_prediction_arguments(parser)
     args = parser.parse_args(argv)
     args.scale = checked_scale(parser, args.scale)
+    checked_backend(parser, args.backend)
     return args
 
 
@@ -52,7 +54,7 @@ def main(argv=None) -> None:
     from nucjax.train.checkpoints import CheckpointError
 
     try:
-        segmenter = Segmenter.load(args.checkpoint, scale=args.scale, tta=args.tta, scale_by=args.scale_by)
+        segmenter = Segmenter.load(args.checkpoint, args.backend, scale=args.scale, tta=args.tta, scale_by=args.scale_by)
     except CheckpointError as err:
         fail(str(err))
     if args.postprocess != "default":

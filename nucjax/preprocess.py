@@ -94,16 +94,23 @@ def nucleus_channel(image: np.ndarray, preprocessing: str = "reference", normali
         raise ValueError(f"unknown preprocessing '{preprocessing}'; choose one of {', '.join(PREPROCESSING)}")
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"unknown normalisation '{normalisation}'; choose one of {', '.join(NORMALISATIONS)}")
+    if normalisation == "minmax":
+        return stretch(haematoxylin(image)) if preprocessing == "stain" and is_colour(image) else preprocess(image)
+    return percentile_stretch(nucleus_signal(image, preprocessing))
+
+
+def nucleus_signal(image: np.ndarray, preprocessing: str = "stain") -> np.ndarray:
+    """(H, W) float32 nuclei bright, before the percentile normalisation:
+    the haematoxylin density of a colour image with 'stain', else the grey
+    image, inverted when it is colour or bright. What an exported model
+    (nucjax.bioimage) takes in, the normalisation left to the package."""
     colour = is_colour(image)
     if preprocessing == "stain" and colour:
-        density = haematoxylin(image)
-        return percentile_stretch(density) if normalisation == "percentile" else stretch(density)
-    if normalisation == "minmax":
-        return preprocess(image)
+        return haematoxylin(image)
     grey = to_grey(image)
     if colour or grey.mean() > INVERT_MEAN:
         grey = 255 - grey
-    return percentile_stretch(grey)
+    return grey.astype(np.float32)
 
 
 def adaptive_threshold(preprocessed: np.ndarray, block_size: int = 11, c: float = 2) -> np.ndarray:

@@ -53,6 +53,9 @@ from nucjax.scale import (
 )
 
 SCALE_MODES = ("model", "native", "auto")
+#: What runs the networks: JAX, or ONNX Runtime on the graph nucjax.export
+#: writes (the export extra); everything around them is shared.
+BACKENDS = ("jax", "onnx")
 #: Whose first pass decides an image's scale with 'auto': its acquisition's
 #: (the images of its group, see Segmenter.planned) or its own.
 SCALE_BY = ("acquisition", "image")
@@ -122,14 +125,39 @@ def model_name(path: Path) -> str:
     return f"{parent.name}/{path.name}"
 
 
-def load_model(path: Path) -> Model:
-    """A Model from a checkpoint folder (or a training run: its best);
-    CheckpointError when it cannot be used."""
-    from nucjax.inference import Predictor
-    from nucjax.train.checkpoints import load_model as load_checkpoint
+def is_package(path) -> bool:
+    """A bioimage.io package (nucjax.export writes them): a .zip, or a folder with an rdf.yaml."""
+    path = Path(path)
+    return path.suffix == ".zip" or (path / "rdf.yaml").is_file()
 
+
+def load_model(path: Path, backend: str = "jax") -> Model:
+    """A Model from a checkpoint folder (or a training run: its best), its
+    network run by JAX or, with backend 'onnx', by ONNX Runtime; or from a
+    bioimage.io package nucjax.export wrote (its ONNX weights, whatever
+    the backend). CheckpointError when it cannot be used."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
+    from nucjax.train.checkpoints import CheckpointError, load_model as load_checkpoint
+
+    if is_package(path):
+        from nucjax.bioimage import PackageError, package_forward, read_package
+
+        try:
+            package = read_package(path)
+        except PackageError as err:
+            raise CheckpointError(str(err)) from None
+        return Model(package.name, package.path, package.config, package.score, package_forward(package))
     network, info = load_checkpoint(path)
-    return Model(model_name(info.path), info.path, info.config, info.score, Predictor(network).bind(network))
+    if backend == "onnx":
+        from nucjax.models.onnx_graph import network_graph, onnx_forward
+
+        forward = onnx_forward(network_graph(network).SerializeToString(), info.config.model.model)
+    else:
+        from nucjax.inference import Predictor
+
+        forward = Predictor(network).bind(network)
+    return Model(model_name(info.path), info.path, info.config, info.score, forward)
 
 
 def ensemble_postprocess(models) -> PostprocessConfig:
@@ -197,10 +225,14 @@ class Segmenter:
         return cls(models, postprocess, **options)
 
     @classmethod
-    def load(cls, path, **options) -> "Segmenter":
+    def load(cls, path, backend: str = "jax", **options) -> "Segmenter":
         """From a checkpoint, a training run (its best checkpoint), a search
         experiment (the ensemble ensemble.predict chose for it, else its
         best checkpoint) or a list of checkpoints (their mean).
+
+        A bioimage.io package (nucjax.export's zip) loads too, running its
+        ONNX weights. backend: 'jax' or 'onnx' (ONNX Runtime, the export
+        extra), see BACKENDS.
 
         options: combine, quorum, scale, tta. Raises CheckpointError or
         ExperimentError naming what could not be used.
@@ -208,16 +240,16 @@ class Segmenter:
         from nucjax.experiment import is_experiment, read_experiment
 
         if isinstance(path, (list, tuple)):
-            return cls.of([load_model(p) for p in path], **options)
+            return cls.of([load_model(p, backend) for p in path], **options)
         if is_experiment(path):
             experiment = read_experiment(path)
             plan = experiment.read_ensemble()
             if plan is None:
-                return cls.of([load_model(experiment.best_checkpoint())], **options)
-            models = [load_model(p) for p in plan["members"]]
+                return cls.of([load_model(experiment.best_checkpoint(), backend)], **options)
+            models = [load_model(p, backend) for p in plan["members"]]
             settings = {"combine": plan["combine"], "quorum": plan.get("quorum"), "ensemble": True, **options}
             return cls.of(models, PostprocessConfig(**plan["postprocess"]), **settings)
-        return cls.of([load_model(path)], **options)
+        return cls.of([load_model(path, backend)], **options)
 
     def replace(self, **changes) -> "Segmenter":
         return dataclasses.replace(self, **changes)
