@@ -30,7 +30,14 @@ from nucjax.inputs import reflect_pad
 from nucjax.models.onnx_graph import OPSET, OUTPUT, input_names, network_graph, onnx_forward
 from nucjax.pictures import contour_overlay, probability_image, side_by_side, write_overlay
 from nucjax.postprocess import instances, resolved_method
-from nucjax.preprocess import HIGH_PERCENTILE, LOW_PERCENTILE, adaptive_threshold, nucleus_signal, percentile_stretch
+from nucjax.preprocess import (
+    HIGH_PERCENTILE,
+    LOW_PERCENTILE,
+    adaptive_threshold,
+    nucleus_signal,
+    percentile_stretch,
+    to_square,
+)
 
 RDF = "rdf.yaml"
 WEIGHTS = "weights.onnx"
@@ -50,15 +57,31 @@ CITE = [
              "MICCAI 2015 (the architecture).",
      "doi": "10.1007/978-3-319-24574-4_28"},
 ]
+#: The training sets a package can name (nucjax.export --training-data).
 TRAINING_DATA = {
-    "type": "dataset",
-    "format_version": "0.2.4",
-    "name": "DSB2018 stage-1 training set",
-    "description": "The 2018 Data Science Bowl's stage-1 training images of nuclei (fluorescence, bright-field "
-                   "and stained tissue), one mask per nucleus; public domain (CC0).",
-    "license": "CC0-1.0",
-    "cite": CITE[:1],
-    "source": "https://www.kaggle.com/c/data-science-bowl-2018/data",
+    "dsb2018": {
+        "type": "dataset",
+        "format_version": "0.2.4",
+        "name": "DSB2018 stage-1 training set",
+        "description": "The 2018 Data Science Bowl's stage-1 training images of nuclei (fluorescence, bright-field "
+                       "and stained tissue), one mask per nucleus; public domain (CC0).",
+        "license": "CC0-1.0",
+        "cite": CITE[:1],
+        "source": "https://www.kaggle.com/c/data-science-bowl-2018/data",
+    },
+    "synthetic": {
+        "type": "dataset",
+        "format_version": "0.2.4",
+        "name": "nucjax synthetic DSB-like set",
+        "description": "Images nucjax generates (nucjax.data.synthetic): DSB2018's three kinds of image with "
+                       "exact masks; a model trained on it is a demonstration, not a tool for real images.",
+        "license": "CC0-1.0",
+    },
+}
+#: How the package's README names each training set.
+TRAINING_TEXT = {
+    "dsb2018": "the DSB2018 stage-1 training images (Caicedo et al. 2019, CC0)",
+    "synthetic": "nucjax's synthetic DSB-like images (a demonstration: not for real images)",
 }
 TAGS = ["nuclei", "instance-segmentation", "unet", "2d", "fluorescence-light-microscopy",
         "brightfield-microscopy", "histology", "dsb2018", "nucjax", "onnx"]
@@ -75,29 +98,43 @@ METHOD_TEXT = {
 }
 
 
+#: What size of image the package takes, by input mode, for its README.
+SIZE_TEXT = {
+    "crop": ("Height and width: any multiple of {config.model.multiple} (at least {smallest}). Tile larger images "
+             "with a margin of 16 px or more; nucjax mirrors 16 px around each image."),
+    "resize": ("Height and width: {config.inputs.size} x {config.inputs.size}. The model was trained on whole images "
+               "squeezed to that square: resize the whole image to it (bilinear, not keeping its aspect), predict, "
+               "and resize the probabilities back; do not tile. nucjax does so."),
+}
+
+
 class PackageError(Exception):
     """A model the format cannot carry, or a package nucjax cannot read; the message says why."""
 
 
 def check_exportable(config: ExperimentConfig) -> None:
     """PackageError unless the format can describe how the model reads images."""
-    if config.inputs.mode != "crop":
-        raise PackageError(
-            f"a '{config.inputs.mode}'-mode model sees whole images squeezed to {config.inputs.size}x{config.inputs.size}, "
-            "which bioimage.io tools, tiling images at their own resolution, cannot reproduce; export a crop-mode model")
     if config.inputs.normalisation != "percentile":
         raise PackageError(
             f"normalisation '{config.inputs.normalisation}' (the report's stretch and colour boost) has no bioimage.io "
             "pre-processing; export a model trained with --normalisation percentile")
 
 
-def test_region(image: np.ndarray, multiple: int, side: int = TEST_SIDE) -> np.ndarray:
-    """The image's top-left corner, each side cut to a multiple of
-    `multiple` and at most `side` (at least `multiple`: smaller images are mirrored)."""
-    height, width = (max(multiple, min(s, side) // multiple * multiple) for s in image.shape[:2])
-    if image.shape[0] < height or image.shape[1] < width:
-        image = reflect_pad(image, height, width)
-    return np.ascontiguousarray(image[:height, :width])
+def test_region(image: np.ndarray, config: ExperimentConfig, side: int = TEST_SIDE) -> np.ndarray:
+    """The image as the package's test input shows it: a 'resize'-mode
+    model's whole image squeezed to its size; else the image's top-left
+    corner, each side cut to a multiple of 2**depth and at most `side`
+    (mirrored up to the smallest size the package takes)."""
+    if config.inputs.mode == "resize":
+        return to_square(image, config.inputs.size)[0]
+    smallest, multiple = smallest_side(config), config.model.multiple
+    height, width = (max(smallest, min(s, side) // multiple * multiple) for s in image.shape[:2])
+    return np.ascontiguousarray(reflect_pad(image, height, width)[:height, :width])
+
+
+def smallest_side(config: ExperimentConfig) -> int:
+    """The smallest height and width a package takes (crop mode)."""
+    return max(config.model.multiple, 32)
 
 
 def package_inputs(image: np.ndarray, config: ExperimentConfig) -> dict[str, np.ndarray]:
@@ -132,10 +169,12 @@ def _axes(channels: list[str], size) -> list[dict]:
             {"type": "space", "id": "y", "size": size("y")}, {"type": "space", "id": "x", "size": size("x")}]
 
 
-def describe(config: ExperimentConfig, name: str, score: float, provenance: dict) -> dict:
+def describe(config: ExperimentConfig, name: str, score: float, provenance: dict, training_data: str = "dsb2018") -> dict:
     """The rdf.yaml of a package of this model (files named as write_package names them)."""
-    multiple = config.model.multiple
-    free = lambda axis: {"min": max(multiple, 32), "step": multiple}  # noqa: E731
+    if config.inputs.mode == "resize":  # the whole image, squeezed: one size
+        free = lambda axis: config.inputs.size  # noqa: E731
+    else:
+        free = lambda axis: {"min": smallest_side(config), "step": config.model.multiple}  # noqa: E731
     follow = lambda axis: {"tensor_id": "nucleus", "axis_id": axis}  # noqa: E731
     percentiles = {"id": "scale_range", "kwargs": {"axes": ["y", "x"], "min_percentile": LOW_PERCENTILE,
                                                    "max_percentile": HIGH_PERCENTILE, "eps": RANGE_EPS}}
@@ -164,8 +203,9 @@ def describe(config: ExperimentConfig, name: str, score: float, provenance: dict
         "format_version": FORMAT_VERSION,
         "name": f"nucjax {config.model.model} U-Net for nuclei",
         "description": (f"Nucleus instance segmentation (DSB2018-style images): a {config.model.model} U-Net trained "
-                        f"with nucjax at a nucleus diameter of {config.inputs.diameter:g} px; body and border "
-                        "probabilities, split into nuclei by nucjax's post-processing."),
+                        "with nucjax" + (f" at a nucleus diameter of {config.inputs.diameter:g} px" if config.inputs.rescales
+                                         else "") + "; body and border probabilities, split into nuclei by nucjax's "
+                        "post-processing."),
         "authors": AUTHORS,
         "cite": CITE,
         "license": LICENSE,
@@ -175,20 +215,24 @@ def describe(config: ExperimentConfig, name: str, score: float, provenance: dict
         "inputs": inputs,
         "outputs": [output],
         "weights": {"onnx": {"source": WEIGHTS, "opset_version": OPSET}},
-        "training_data": TRAINING_DATA,
+        "training_data": TRAINING_DATA[training_data],
         "config": {"nucjax": {"experiment": config.to_dict(), "model": name, "validation_score": float(score),
                               **provenance}},
     }
 
 
-def documentation(config: ExperimentConfig, name: str, score: float) -> str:
+def documentation(config: ExperimentConfig, name: str, score: float, training_data: str = "dsb2018") -> str:
     """The package's README.md: what the model expects, what it gives, and how to get nuclei from it."""
     post = config.postprocess
     method = resolved_method(post, config.model.out_channels)
     extended = config.model.model == "extended"
+    scale_text = (f"The model was trained with nuclei about {config.inputs.diameter:g} px across (each training image "
+                  f"resized so its median nucleus had that diameter, give or take {config.inputs.scale_jitter:.0%}). "
+                  "Images whose nuclei are larger segment best shrunk to that diameter first; nucjax estimates it "
+                  "(`--scale auto`, one scale per acquisition).")
     return f"""# nucjax {config.model.model} U-Net for nuclei
 
-Trained with nucjax on the DSB2018 stage-1 training images; checkpoint `{name}`.
+Trained with nucjax on {TRAINING_TEXT[training_data]}; checkpoint `{name}`.
 
 ## Inputs
 - `nucleus` (batch, channel, y, x), float32: the nucleus channel, nuclei bright on a dark background.
@@ -200,13 +244,10 @@ Trained with nucjax on the DSB2018 stage-1 training images; checkpoint `{name}`.
   (block 11, C 2), as 0 or 1. The format cannot compute it; nucjax does.
 - `rgb`: the RGB image, 0..255 (divided by 255 by the pre-processing).
 ''' if extended else ''}
-Height and width: any multiple of {config.model.multiple} (at least {max(config.model.multiple, 32)}).
-Tile larger images with a margin of 16 px or more; nucjax mirrors 16 px around each image.
+{SIZE_TEXT[config.inputs.mode].format(config=config, smallest=smallest_side(config))}
 
 ## Scale
-The model was trained with nuclei about {config.inputs.diameter:g} px across (each training image resized so its
-median nucleus had that diameter, give or take {config.inputs.scale_jitter:.0%}). Images whose nuclei are larger
-segment best shrunk to that diameter first; nucjax estimates it (`--scale auto`).
+{scale_text if config.inputs.rescales else "The model was trained on images at their own resolution (or squeezed, see above): no rescaling."}
 
 ## Outputs
 `probabilities` (batch, channel, y, x): channel 0 the probability of a nucleus body{", channel 1 of a nucleus border"
@@ -225,7 +266,7 @@ held-out experiments of the training set when the checkpoint was saved: {score:.
 labelled images: `python -m nucjax.predict --checkpoint this-package.zip --data FOLDER` (Kaggle's layout).
 
 ## Training data and licence
-DSB2018 stage 1 (Caicedo et al. 2019), CC0. Built on a report that trained Keras U-Nets on the same data.
+{TRAINING_TEXT[training_data]}. nucjax builds on a report that trained Keras U-Nets on DSB2018.
 Weights: {LICENSE}.
 """
 
@@ -235,14 +276,14 @@ def _write_array(path: Path, array: np.ndarray) -> None:
 
 
 def write_package(folder: Path, network, config: ExperimentConfig, name: str, score: float, image: np.ndarray,
-                  provenance: dict | None = None) -> Path:
+                  provenance: dict | None = None, training_data: str = "dsb2018") -> Path:
     """Write the package files of a trained network into an empty folder;
     returns its rdf.yaml. image: an RGB uint8 image for the test tensors
-    and the cover (its top-left corner, see test_region). The test outputs
+    and the cover (see test_region); training_data: a key of TRAINING_DATA. The test outputs
     are the JAX network's on the pre-processed test inputs."""
     check_exportable(config)
     folder = Path(folder)
-    region = test_region(image, config.model.multiple)
+    region = test_region(image, config)
     raw = package_inputs(region, config)
     ready = preprocessed(raw)
     x = np.concatenate([ready[n] for n in input_names(config.model.model)], axis=1).transpose(0, 2, 3, 1)
@@ -254,9 +295,9 @@ def write_package(folder: Path, network, config: ExperimentConfig, name: str, sc
     labels = instances(probabilities[0], config.postprocess, region)
     cover = side_by_side([contour_overlay(region[..., :3], labels), probability_image(probabilities[0])], height=256)
     write_overlay(folder / "cover.png", cover)
-    (folder / "README.md").write_text(documentation(config, name, score))
+    (folder / "README.md").write_text(documentation(config, name, score, training_data))
     rdf = folder / RDF
-    rdf.write_text(yaml.safe_dump(describe(config, name, score, provenance or {}), sort_keys=False))
+    rdf.write_text(yaml.safe_dump(describe(config, name, score, provenance or {}, training_data), sort_keys=False))
     return rdf
 
 

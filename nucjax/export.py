@@ -33,6 +33,9 @@ def parse_args(argv=None):
     parser.add_argument("--image", type=Path,
                         help="an image for the test tensors and the cover (default: a synthetic fluorescence image); "
                              f"its top-left corner is used, at most 256 px a side")
+    parser.add_argument("--training-data", choices=("dsb2018", "synthetic"),
+                        help="what the model was trained on, for the package's description (default: an experiment's "
+                             "own record; dsb2018 for a checkpoint or run)")
     parser.add_argument("--no-test", action="store_true", help="validate the description only; skip bioimageio.core's model test")
     return parser.parse_args(argv)
 
@@ -49,14 +52,17 @@ def checked_out(out: Path) -> Path:
     return out.absolute()
 
 
-def checkpoint_of(path: Path) -> Path:
-    """A search experiment's best checkpoint; any other folder as it is."""
+def checkpoint_of(path: Path, training_data: str | None) -> tuple[Path, str]:
+    """(the checkpoint to export, what it was trained on): a search
+    experiment's best checkpoint and its data (synthetic or not), any
+    other folder as it is, trained on DSB2018 unless training_data says."""
     from nucjax.experiment import ExperimentError, is_experiment, read_experiment
 
     if not is_experiment(path):
-        return path
+        return path, training_data or "dsb2018"
     try:
-        return read_experiment(path).best_checkpoint()
+        experiment = read_experiment(path)
+        return experiment.best_checkpoint(), training_data or ("synthetic" if experiment.synthetic else "dsb2018")
     except ExperimentError as err:
         fail(str(err))
 
@@ -108,8 +114,9 @@ def main(argv=None) -> None:
         fail(f"export needs the export extra ({err.name} is missing): pip install -e \".[export]\"")
     from nucjax.train.checkpoints import CheckpointError, load_model
 
+    checkpoint, training_data = checkpoint_of(args.model, args.training_data)
     try:
-        network, info = load_model(checkpoint_of(args.model))
+        network, info = load_model(checkpoint)
     except CheckpointError as err:
         fail(str(err))
     try:
@@ -123,7 +130,7 @@ def main(argv=None) -> None:
     try:
         (work / "package").mkdir()
         rdf = write_package(work / "package", network, info.config, model_name(info.path), info.score, image,
-                            {"epoch": info.epoch, "step": info.step})
+                            {"epoch": info.epoch, "step": info.step}, training_data)
         status = validated(rdf, work / out.name, not args.no_test)
         os.replace(work / out.name, out)
     except PackageError as err:

@@ -133,10 +133,28 @@ def test_export_refuses_bad_input_in_one_line_and_leaves_nothing(tiny_run, tmp_p
     assert "neither a checkpoint folder nor a training run" in message
     assert "a .zip" in _refused([str(tiny_run), "--out", str(out / "m.txt")], out, capsys)
     assert "cannot write" in _refused([str(tiny_run), "--out", str(tmp_path / "missing" / "m.zip")], out, capsys)
-    # A model the format cannot express: one that sees whole images squeezed to a square.
-    resize = tmp_path / "resize"
-    shutil.copytree(tiny_run / "checkpoints" / "epoch_0002", resize)
-    record = json.loads((resize / "checkpoint.json").read_text())
-    record["config"]["inputs"]["mode"] = "resize"
-    (resize / "checkpoint.json").write_text(json.dumps(record))
-    assert "resize" in _refused([str(resize), "--out", str(out / "m.zip")], out, capsys)
+    # A model the format cannot express: the report's min-max stretch and colour boost.
+    minmax = _changed_copy(tiny_run, tmp_path / "minmax", normalisation="minmax")
+    assert "normalisation 'minmax'" in _refused([str(minmax), "--out", str(out / "m.zip")], out, capsys)
+
+
+def _changed_copy(run, folder, **inputs):
+    """A copy of the run's last checkpoint whose input settings say otherwise (same weights)."""
+    shutil.copytree(run / "checkpoints" / "epoch_0002", folder)
+    record = json.loads((folder / "checkpoint.json").read_text())
+    record["config"]["inputs"].update(inputs)
+    (folder / "checkpoint.json").write_text(json.dumps(record))
+    return folder
+
+
+def test_a_resize_mode_model_exports_at_its_one_size(tiny_run, tmp_path, capsys):
+    from bioimageio.spec import load_description
+
+    from nucjax.export import main
+
+    resize = _changed_copy(tiny_run, tmp_path / "resize", mode="resize")
+    main([str(resize), "--out", str(tmp_path / "resize.zip"), "--training-data", "synthetic"])
+    assert "model test passed" in capsys.readouterr().err
+    description = load_description(tmp_path / "resize.zip")
+    assert [axis.size for axis in description.inputs[0].axes[2:]] == [32, 32]  # the squeezed square, fixed
+    assert "synthetic" in description.training_data.name
