@@ -195,7 +195,7 @@ def describe(config: ExperimentConfig, name: str, score: float, provenance: dict
                        "data": {"type": "float32"}, "preprocessing": steps})
     channels = ["body", "border"][: config.model.out_channels]
     output = {"id": OUTPUT, "description": "Probability of nucleus body (and border), see README for the labels",
-              "axes": _axes(channels, lambda axis: {"tensor_id": "nucleus", "axis_id": axis}),
+              "axes": _axes(channels, follow),
               "test_tensor": {"source": f"test_output_{OUTPUT}.npy"},
               "data": {"type": "float32", "range": [0.0, 1.0]}}
     return {
