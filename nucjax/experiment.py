@@ -30,7 +30,8 @@ ENSEMBLE_FILE = "ensemble.json"
 #: ensemble.predict --compare's table and plot, kept in the experiment for its report.
 COMPARE_CSV, COMPARE_PNG = "ensemble_compare.csv", "ensemble_compare.png"
 #: results.csv's first columns; the trial's parameters follow.
-RESULT_COLUMNS = ("rank", "trial", "score", "epoch", "epochs_run", "calibrated", "checkpoint", "node", "error")
+RESULT_COLUMNS = ("rank", "trial", "score", "epoch", "epochs_run", "calibrated", "checkpoint", "node", "error",
+                  "validated", "core_seconds", "fate")
 
 
 class ExperimentError(Exception):

@@ -25,8 +25,9 @@ def parse_args(argv=None):
     parser.add_argument("--postprocess", choices=("default", "cc", "reference", "distance", "border"), default="default",
                         help="post-processing method (cc: plain connected components; reference: the report's chain); "
                              "default: the checkpoint's, with its calibrated thresholds")
-    parser.add_argument("--split", choices=("all", "train", "val"), default="all",
-                        help="predict only one part of the split the checkpoint was validated on (default: all images)")
+    parser.add_argument("--split", choices=("all", "train", "val", "test"), default="all",
+                        help="predict only one part of the split the checkpoint was validated on; test: the images "
+                             "its run held back from both (a search's test images) (default: all images)")
     add_prediction_arguments(parser)
     args = parser.parse_args(argv)
     args.scale = checked_scale(parser, args.scale)
@@ -40,8 +41,8 @@ def split_part(sources, part: str, train_config):
     from nucjax.segmenter import readable_samples
 
     readable = list(readable_samples(sources))
-    train, val, _ = train_config.split_samples(readable)
-    chosen = {s.image_id for s in (train if part == "train" else val)}
+    train, val, test = train_config.split_samples(readable)
+    chosen = {s.image_id for s in {"train": train, "val": val, "test": test}[part]}
     return [s for s in sources if s.image_id in chosen]
 
 

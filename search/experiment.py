@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from nucjax.data import SEARCH_SMOKE
-from nucjax.experiment import Experiment
+from nucjax.experiment import Experiment, read_experiment
 
 
 def load_split(args, smoke: bool):
@@ -74,19 +74,86 @@ def make_report_refresh(folder: Path, every_s: float = 20.0):
     return ReportRefresh()
 
 
-def make_tuner(args, storage: str, smoke: bool, train, val, space: dict):
+def slots(args, ray) -> int:
+    """How many trials run at once: what the cluster holds, at most --max-concurrent."""
+    total = ray.cluster_resources()
+    fit = int(total.get("CPU", 0) // args.cpus_per_trial)
+    if args.gpus_per_trial:
+        fit = min(fit, int(total.get("GPU", 0) // args.gpus_per_trial))
+    return max(1, min(fit, args.max_concurrent or fit))
+
+
+def sampled_params(space: dict, seed: int) -> dict:
+    """One draw of a search space (Tune's distributions sampled, constants kept)."""
+    import numpy as np
+    from ray.tune.search.sample import Domain
+
+    rng = np.random.default_rng(seed)
+    return {key: value.sample(random_state=rng) if isinstance(value, Domain) else value for key, value in space.items()}
+
+
+def plan_search(args, ray, train, val, space: dict, deadline: float):
+    """(HalvingPlan, HalvingTrial) for a halving search: the validation
+    subset; steps, validation and start-up timed by one probe trial per
+    slot, all at once (as the trials will run); units of a quarter of the
+    space's epoch, or longer where validation would outweigh training.
+    PlanError when the budget is too small."""
+    import math
+
+    from nucjax.data.split import acquisition_groups
+    from nucjax.train.film import FILM_IMAGES
+    from search.halving import HalvingTrial, plan_halving, validation_subset
+    from search.trainable import probe_trial, trial_environment
+
+    everything = list(train) + list(val)
+    groups = acquisition_groups([s.image_id for s in everything], [s.image for s in everything])
+    subset = validation_subset([groups[s.image_id] for s in val], max(SUBSET_IMAGES, FILM_IMAGES), FILM_IMAGES)
+    probe_steps = args.rung_steps or max(10, int(space.get("steps_per_epoch", 100)) // UNITS_PER_EPOCH)
+    probe = ray.remote(probe_trial).options(num_cpus=args.cpus_per_trial, num_gpus=args.gpus_per_trial)
+    environment = trial_environment(args.cpus_per_trial, args.gpus_per_trial)
+    count = slots(args, ray)
+    timed = ray.get([probe.remote({**sampled_params(space, args.seed + i), "seed": args.seed, "warmup_steps": 1},
+                                  train, val, HalvingTrial(subset, 10**9), probe_steps, environment) for i in range(count)])
+    step_s, val_s, start_s = (max(values) for values in zip(*timed))
+    unit_steps = args.rung_steps or max(probe_steps, math.ceil(max(MIN_UNIT_TRAIN_S, 2 * val_s) / step_s))
+    plan = plan_halving(deadline - time.monotonic(), count, unit_steps, unit_steps * step_s + val_s + REPORT_S,
+                        start_s + TRIAL_START_S, spent_s=time.monotonic() - args.started)
+    return plan, HalvingTrial(subset, plan.rungs[-2].units)
+
+
+#: The validation images early rungs score (all groups represented), and
+#: the units an epoch of the space is cut into: trials report that often,
+#: but train at least MIN_UNIT_TRAIN_S (and twice their validation) between reports.
+SUBSET_IMAGES = 24
+UNITS_PER_EPOCH = 4
+MIN_UNIT_TRAIN_S = 10.0
+#: Seconds Ray takes to start (or restart) a trial's process, and to take a report and its checkpoint.
+TRIAL_START_S = 10.0
+REPORT_S = 1.0
+
+
+def make_tuner(args, storage: str, smoke: bool, train, val, space: dict, halving=None):
+    """The Tuner of a search: ASHA, or with halving ((HalvingPlan,
+    HalvingTrial), see plan_search) successive halving with paused trials."""
     from ray import tune
     from ray.tune.logger import TBXLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
 
+    from search.scheduler import HalvingScheduler
     from search.trainable import run_trial, trial_environment
 
     environment = trial_environment(args.cpus_per_trial, args.gpus_per_trial)
     # The split travels in every trial's config, so nucjax.predict --split val finds the trial's validation images.
     space = {"seed": args.seed, **space, "split": args.split, "val_fraction": args.val_fraction,
              "test_fraction": args.test_fraction}
+    plan, trial = halving if halving is not None else (None, None)
+    if plan is not None:
+        # Every configuration's schedule is planned for a survivor's units; the
+        # warm-up ends within the first rung, so its scores say something.
+        space = {**space, "steps_per_epoch": plan.unit_steps, "epochs": plan.total_units,
+                 "warmup_steps": max(1, plan.unit_steps // 2)}
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, train=train, val=val, environment=environment),
+        tune.with_parameters(run_trial, train=train, val=val, environment=environment, halving=trial),
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},
     )
     parent, name = storage.rstrip("/").rsplit("/", 1)
@@ -103,8 +170,11 @@ def make_tuner(args, storage: str, smoke: bool, train, val, space: dict):
     if args.resume:
         return tune.Tuner.restore(storage, trainable=trainable, resume_errored=True)
     max_epochs = args.max_epochs or int(space.get("epochs", 1))
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max(max_epochs, 1),
-                              grace_period=min(args.grace_period, max(max_epochs, 1)), reduction_factor=2)
+    if plan is not None:
+        scheduler = HalvingScheduler(plan, Path(storage) if "://" not in storage else None)
+    else:
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max(max_epochs, 1),
+                                  grace_period=min(args.grace_period, max(max_epochs, 1)), reduction_factor=2)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     search_alg = BasicVariantGenerator(random_state=args.seed)  # the same draws for the same --seed
@@ -116,12 +186,13 @@ def make_tuner(args, storage: str, smoke: bool, train, val, space: dict):
 
             fail("--search optuna needs optuna: pip install optuna")
         search_alg = OptunaSearch()
-    if args.max_epochs:
+    if args.max_epochs and plan is None:
         space = {**space, "epochs": args.max_epochs}
     tune_config = tune.TuneConfig(
         metric="score", mode="max", scheduler=scheduler, search_alg=search_alg,
-        num_samples=args.samples or (4 if smoke else 6), max_concurrent_trials=args.max_concurrent,
-        time_budget_s=args.time_budget * 60 if args.time_budget else None,
+        num_samples=plan.rungs[0].configs if plan is not None else args.samples or (4 if smoke else 6),
+        max_concurrent_trials=None if plan is not None else args.max_concurrent,  # the scheduler keeps to its slots
+        time_budget_s=remaining_s(args) if args.time_budget else None,
         trial_name_creator=lambda trial: f"trial_{trial.trial_id}",
         trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
     )
@@ -135,15 +206,21 @@ def parameter_keys() -> list[str]:
     return sorted(set(flat_keys()) | set(DERIVED))
 
 
-def trial_rows(results) -> list[dict]:
-    """One row per trial, its best epoch, ranked by score."""
+def trial_rows(results, fates: dict | None = None, cpus_per_trial: float = 1.0) -> list[dict]:
+    """One row per trial, its best epoch, ranked by score: scores on the
+    whole validation split first (a halving search's early rungs score a
+    subset, not comparable). fates: a halving search's, by trial id."""
     rows = []
-    for result in results:
-        history = result.metrics_dataframe
+    histories = [r.metrics_dataframe for r in results]
+    counts = [h["validated_images"].max() for h in histories
+              if h is not None and not h.empty and "validated_images" in h]
+    whole = max(counts) if counts else None
+    for result, history in zip(results, histories):
         if history is None or history.empty or "score" not in history:
             rows.append({"trial": _trial_id(result), "score": float("nan"), "error": str(result.error or "no report")})
             continue
-        best = history.loc[history["score"].idxmax()]
+        on_whole = history[history["validated_images"] == whole] if whole is not None else history
+        best = (on_whole if not on_whole.empty else history).loc[lambda h: h["score"].idxmax()]
         checkpoint = result.get_best_checkpoint("score", "max") if result.best_checkpoints else result.checkpoint
         row = {
             "trial": _trial_id(result),
@@ -154,10 +231,14 @@ def trial_rows(results) -> list[dict]:
             "checkpoint": checkpoint.path if checkpoint is not None else "",
             "node": best.get("node", ""),
             "error": str(result.error) if result.error else "",
+            "validated": "all" if whole is None or not on_whole.empty else f"subset of {int(best['validated_images'])}",
+            "core_seconds": round(float(history["time_total_s"].max()) * cpus_per_trial, 1),
         }
+        if fates is not None:
+            row["fate"] = fates.get(_trial_id(result).removeprefix("trial_"), "")
         row.update({key: value for key, value in result.config.items() if key in parameter_keys()})
         rows.append(row)
-    rows.sort(key=lambda r: -r["score"] if r["score"] == r["score"] else float("inf"))
+    rows.sort(key=lambda r: (r.get("validated", "all") != "all", -r["score"] if r["score"] == r["score"] else float("inf")))
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank
     return rows
@@ -188,8 +269,31 @@ def write_score_plot(results, path: Path) -> None:
     plt.close(fig)
 
 
+def remaining_s(args) -> float:
+    """Seconds left of --time-budget, counted from the command's start."""
+    return args.time_budget * 60 - (time.monotonic() - args.started)
+
+
+def scheduler_name(args) -> str:
+    """--scheduler, 'auto' resolved: halving when there is a budget to plan from and models to train."""
+    if args.scheduler != "auto":
+        return args.scheduler
+    return "halving" if args.time_budget and args.space != "simple" else "asha"
+
+
+def halving_of(record: dict):
+    """(HalvingPlan, HalvingTrial) from an experiment's search record."""
+    from search.halving import HalvingTrial, read_plan
+
+    return read_plan(record["plan"]), HalvingTrial(tuple(record["subset"]), record["subset_until"])
+
+
 def run_search(args, storage: str, smoke: bool) -> str:
     """Run (or resume) the search; returns the summary to print."""
+    import ray
+
+    from nucjax.cli import fail
+    from search.halving import PlanError, fates, plan_record, read_halving
     from search.spaces import search_space
 
     root, train, val, test = load_split(args, smoke)
@@ -197,16 +301,31 @@ def run_search(args, storage: str, smoke: bool) -> str:
     local = Path(storage) if "://" not in storage else None
     how = {"train_images": len(train), "time_budget_min": args.time_budget, "grace_period": args.grace_period,
            "max_epochs": args.max_epochs or int(space.get("epochs", 1)), "cpus_per_trial": args.cpus_per_trial,
-           "gpus_per_trial": args.gpus_per_trial}
+           "gpus_per_trial": args.gpus_per_trial, "scheduler": scheduler_name(args)}
+    halving = None
+    if args.resume and local is not None:
+        recorded = read_experiment(local).search
+        how = {**recorded, **{k: how[k] for k in ("train_images",)}}
+        halving = halving_of(recorded["halving"]) if recorded.get("halving") else None
+    elif how["scheduler"] == "halving":
+        print("timing one trial to plan the rungs", flush=True)
+        try:
+            halving = plan_search(args, ray, train, val, space, time.monotonic() + remaining_s(args))
+        except PlanError as err:
+            fail(str(err))
+        plan, trial = halving
+        how["halving"] = {"plan": plan_record(plan), "subset": list(trial.subset), "subset_until": trial.subset_until}
+        print(plan.describe(), flush=True)
     experiment = Experiment(Path(local or "."), root, args.space, SEARCH_SMOKE if smoke else None, args.split,
                             args.val_fraction, args.test_fraction, args.seed,
                             tuple(s.image_id for s in val), tuple(s.image_id for s in test), search=how)
     if local is not None and not args.resume:
         experiment.write()
     print(f"searching '{args.space}' on {len(train)} training and {len(val)} validation images from {root}", flush=True)
-    tuner = make_tuner(args, storage, smoke, train, val, space)
+    tuner = make_tuner(args, storage, smoke, train, val, space, halving)
     results = tuner.fit()
-    rows = trial_rows(results)
+    record = read_halving(local) if local is not None else None
+    rows = trial_rows(results, fates(record) if record else None, args.cpus_per_trial)
     if local is None:
         return _summary(rows, storage)
     experiment.write_results(rows, parameter_keys())

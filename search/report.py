@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nucjax.experiment import COMPARE_CSV, COMPARE_PNG
+from search.halving import fates, read_halving, rung_counts
 
 REPORT_FILE = "report.html"
 #: Worst validation images shown.
@@ -136,12 +137,17 @@ def asha_rungs(grace_period: int | None, max_epochs: int | None) -> list[int]:
     return rungs
 
 
-def trial_status(trial: Trial, rungs: list[int], running: bool) -> str:
+def trial_status(trial: Trial, rungs: list[int], running: bool, fate: str | None = None) -> str:
     """finished, stopped by ASHA at epoch N, stopped by the time budget,
     running, waiting, not started, no report (started, ended before its
-    first epoch), or the error."""
+    first epoch), or the error; in a halving search (fate: see
+    search.halving.fates) pruned at rung r, or paused at rung r."""
     if trial.error:
         return f"errored at epoch {trial.epochs}: {trial.error}"
+    if fate and fate.startswith("pruned"):
+        return f"{fate} (epoch {trial.epochs})"
+    if fate and fate.startswith("at rung") and trial.history:
+        return f"running ({fate[3:]}, epoch {trial.epochs})" if running else f"stopped by the time budget {fate} (epoch {trial.epochs})"
     planned = int(_number(trial.params.get("epochs")) or 0)
     if not trial.history:
         # Tune writes params.json when a trial starts: without it, the search ended first.
@@ -153,6 +159,13 @@ def trial_status(trial: Trial, rungs: list[int], running: bool) -> str:
     if trial.epochs in rungs:
         return f"stopped by ASHA at epoch {trial.epochs}"
     return f"stopped by the time budget at epoch {trial.epochs}"
+
+
+def core_seconds(trial: Trial, cpus_per_trial: float) -> float | None:
+    """The CPU-core seconds a trial took (its Tune time, pauses excluded, times its CPUs)."""
+    times = [_number(h.get("time_total_s")) for h in trial.history]
+    times = [t for t in times if t is not None]
+    return round(max(times) * cpus_per_trial, 1) if times else None
 
 
 def varied_settings(trials: list[Trial]) -> list[str]:
@@ -426,7 +439,11 @@ def render(report: Report) -> str:
     """The page's HTML."""
     experiment, trials = report.experiment, report.trials
     search = getattr(experiment, "search", {}) or {}
-    rungs = asha_rungs(search.get("grace_period"), search.get("max_epochs"))
+    halving = read_halving(report.folder)
+    rungs = ([units for _, units in halving["plan"]["rungs"][:-1]] if halving
+             else asha_rungs(search.get("grace_period"), search.get("max_epochs")))
+    fate_of = fates(halving) if halving else {}
+    cpus = float(search.get("cpus_per_trial") or 1)
     scored = sorted((t for t in trials if t.best), key=lambda t: -t.best["score"])
     best = scored[0] if scored else None
     name = report.folder.name
@@ -449,6 +466,17 @@ def render(report: Report) -> str:
         ("resources per trial", f"{search.get('cpus_per_trial', '?')} CPUs, {search.get('gpus_per_trial', 0)} GPUs"),
         ("trials", f"{len(trials)} ({sum(1 for t in trials if t.error)} errored)"),
     ]
+    spent = {t.name: core_seconds(t, cpus) or 0.0 for t in trials}
+    if halving:
+        summary.append(("scheduler", f"successive halving: {sum(1 for _ in fate_of)} configurations, "
+                                     + ", then ".join(f"{left} of {entered} past {steps} steps"
+                                                      for entered, left, steps in rung_counts(halving)[:-1])))
+        survivors = sum(spent.get(f"trial_{t}", 0.0) for t, f in fate_of.items() if f == "survivor")
+        if sum(spent.values()):
+            summary.append(("core-seconds", f"{sum(spent.values()):.0f}, {100 * survivors / sum(spent.values()):.0f}% "
+                                            "on the final survivors"))
+    elif search.get("grace_period"):
+        summary.append(("scheduler", f"ASHA (grace period {search['grace_period']} epochs)"))
     if best is not None:
         summary.append(("best trial", f"{best.name}: validation Kaggle score {best.best['score']:.4f} "
                                       f"at epoch {best.best.get('epoch', '?')}"))
@@ -463,12 +491,14 @@ def render(report: Report) -> str:
     # Trials
     settings = varied_settings(trials)
     kinds = kinds_of(trials)
-    headings = [("trial", False), ("status", False), ("epochs run", True), ("best score", True), ("best epoch", True)]
+    headings = [("trial", False), ("status", False), ("epochs run", True), ("best score", True), ("best epoch", True),
+                ("core-seconds", True)]
     headings += [(f"score {k}", True) for k in kinds] + [(k, _numeric_setting(trials, k)) for k in settings]
     rows, classes = [], []
     for trial in sorted(trials, key=lambda t: -(t.best.get("score", -1))):
-        status = trial_status(trial, rungs, report.running and trial.name not in report.ended)
-        row = [trial.name, status, trial.epochs, trial.best.get("score"), trial.best.get("epoch")]
+        status = trial_status(trial, rungs, report.running and trial.name not in report.ended,
+                              fate_of.get(trial.name.removeprefix("trial_")))
+        row = [trial.name, status, trial.epochs, trial.best.get("score"), trial.best.get("epoch"), core_seconds(trial, cpus)]
         row += [trial.best.get(f"score_{k}") for k in kinds] + [trial.params.get(k) for k in settings]
         rows.append(row)
         classes.append(("best " if trial is best else "") + _status_class(status))

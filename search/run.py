@@ -39,6 +39,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--gpus-per-trial", type=float, default=0.0,
                         help="fractions share a GPU; each trial's JAX then gets that share of its memory (default: %(default)s)")
     parser.add_argument("--time-budget", type=float, help="minutes for the whole search; trials still running then are stopped")
+    parser.add_argument("--scheduler", choices=("auto", "halving", "asha"), default="auto",
+                        help="halving: successive halving planned from --time-budget (a probe trial times a unit of "
+                             "training; many configurations start, the best continue from their checkpoints, the "
+                             "survivors train to the deadline); asha: Ray's ASHA, trials of --samples; auto (default): "
+                             "halving when there is a --time-budget, else asha")
+    parser.add_argument("--rung-steps", type=int, help="halving: training steps between reports (default: a quarter of the space's epoch)")
     parser.add_argument("--grace-period", type=int, default=3, help="epochs before ASHA may stop a trial (default: %(default)s)")
     parser.add_argument("--max-epochs", type=int, help="epochs of the longest trial (default: the space's)")
     parser.add_argument("--search", choices=("random", "optuna"), default="random",
@@ -78,6 +84,12 @@ def check_args(args) -> None:
         fail("--cpus-per-trial must be positive and --gpus-per-trial not negative")
     if args.keep_checkpoints < 1:
         fail("--keep-checkpoints must be at least 1")
+    if args.scheduler == "halving" and not args.time_budget:
+        fail("--scheduler halving plans from the time budget: give --time-budget MINUTES (or use --scheduler asha)")
+    if args.scheduler == "halving" and args.space == "simple":
+        fail("the simple space trains nothing to halve; use --scheduler asha")
+    if args.rung_steps is not None and args.rung_steps < 1:
+        fail("--rung-steps must be at least 1")
     if args.resume and not args.storage:
         fail("--resume needs --storage, the folder of the interrupted experiment")
     if args.storage and "://" not in args.storage:
@@ -108,6 +120,7 @@ def check_resources(args, ray) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    args.started = time.monotonic()  # the time budget counts from here
     check_args(args)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")

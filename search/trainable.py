@@ -66,8 +66,9 @@ def score_simple(params: dict, val) -> dict:
     return {"score": float(sum(scores) / len(scores)), "epoch": 1}
 
 
-def run_trial(params: dict, train=None, val=None, environment: dict | None = None) -> None:
-    """The trainable: train (or score) one trial, reporting every epoch to Tune."""
+def run_trial(params: dict, train=None, val=None, environment: dict | None = None, halving=None) -> None:
+    """The trainable: train (or score) one trial, reporting every epoch to Tune.
+    halving (search.halving.HalvingTrial): the validation subset early rungs score on."""
     os.environ.update(environment or {})
     import ray
     from ray import tune
@@ -107,10 +108,36 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
         metrics.update({f"score_{kind}": value for kind, value in result.scores_by_kind.items()})
         metrics.update({f"score_group_{group}": value for group, value in result.scores_by_group.items()})
         metrics.update({"calibrated": json.dumps(result.postprocess), "node": node, "batch_size": config.train.batch_size,
-                        "pipeline": result.pipeline, "precision": config.train.precision})
+                        "pipeline": result.pipeline, "precision": config.train.precision,
+                        "validated_images": result.validated_images, "seconds": result.seconds})
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(result.checkpoint))
 
     try:
-        train_and_evaluate(config, train, val, workdir, on_epoch=on_epoch)
+        validate_on = (lambda epoch: halving.validate_on(epoch, len(val))) if halving is not None else None
+        train_and_evaluate(config, train, val, workdir, on_epoch=on_epoch, validate_on=validate_on)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def probe_trial(params: dict, train, val, halving, unit_steps: int, environment: dict | None = None) -> tuple[float, float, float]:
+    """(seconds per training step, seconds of the subset validation,
+    seconds to start a trial: data, model, compilation) of one trial's
+    params, measured by training two units of unit_steps steps: what a
+    halving plan is made from (search.halving.plan_halving)."""
+    import time
+
+    started = time.monotonic()
+    os.environ.update(environment or {})
+    from nucjax.train.loop import train_and_evaluate
+
+    config = experiment_config({**params, "epochs": 2, "steps_per_epoch": unit_steps})
+    workdir = Path(tempfile.mkdtemp(prefix="nucjax-probe-"))
+    try:
+        results = train_and_evaluate(config, train, val, workdir, validate_on=lambda epoch: halving.validate_on(epoch, len(val)))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    total = time.monotonic() - started
+    last = results[-1]  # compiled, as every unit after a (re)start
+    step_s = config.train.batch_size / last.images_per_s
+    # The first unit's extra time is compilation, paid again by every (re)start.
+    return step_s, max(last.seconds - unit_steps * step_s, 0.0), total - last.seconds - unit_steps * step_s

@@ -274,3 +274,24 @@ def test_an_impossible_resource_request_is_refused(cluster, tmp_path):
     code, output = search(cluster, tmp_path / "exp", "--gpus-per-trial", "1")
     assert code == 2
     assert "no node can hold a trial" in output
+
+
+def test_successive_halving_pauses_resumes_and_keeps_the_best(cluster, tmp_path):
+    """search.scheduler on the cluster, over trivial trials (tests/halving_trials.py):
+    each rung waits for all its trials, the best go on from their checkpoints, the rest stop."""
+    storage = tmp_path / "halving"
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "halving_trials.py"), cluster["address"], str(storage)],
+                          cwd=ROOT, env={**cluster["env"], "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    by_quality = {t["quality"]: (trial_id, t) for trial_id, t in found["trials"].items()}
+    fate = {quality: found["fates"][trial_id] for quality, (trial_id, _) in by_quality.items()}
+    assert [q for q, f in fate.items() if f == "survivor"] and {q for q, f in fate.items() if f == "survivor"} == {0.9, 0.8}
+    assert {q for q, f in fate.items() if f == "pruned at rung 1"} == {0.7, 0.6}
+    assert {q for q, f in fate.items() if f == "pruned at rung 0"} == {0.5, 0.3, 0.2, 0.1}
+    for quality, (_, trial) in by_quality.items():
+        reached = {"survivor": 4, "pruned at rung 1": 2, "pruned at rung 0": 1}[fate[quality]]
+        assert trial["iterations"] == list(range(1, reached + 1))  # resumed where it paused, never from scratch
+    # Eight trials on two slots: the rungs' waits paused some, which came back from their checkpoints.
+    assert max(t["restarts"] for _, t in by_quality.values()) >= 1

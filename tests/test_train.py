@@ -232,3 +232,24 @@ def test_an_earlier_checkpoint_is_chosen_only_when_it_is_better_beyond_the_noise
     assert choose_checkpoint([info_with(1, noisy), clearly, latest]) is clearly
     # Without per-image scores (older checkpoints): the highest mean.
     assert choose_checkpoint([info_with(1, score=0.5), info_with(2, score=0.4)]).epoch == 1
+
+
+def test_a_paused_run_trains_exactly_as_one_never_paused(tmp_path, tiny_samples):
+    """What a halving search's paused trial relies on: the same step count,
+    learning-rate schedule and random stream after a resume, so the same
+    losses; validate_on scores the epochs it names on those images only."""
+    config = tiny_experiment(train={"epochs": 3, "steps_per_epoch": 2})
+    train, val = split(tiny_samples)
+    subset = lambda epoch: [0] if epoch < 3 else range(len(val))  # noqa: E731
+
+    def pause(result, maps):
+        if result.epoch == 1:
+            raise KeyboardInterrupt
+
+    straight = loop.train_and_evaluate(config, train, val, tmp_path / "straight", validate_on=subset)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train_and_evaluate(config, train, val, tmp_path / "paused", on_epoch=pause, validate_on=subset)
+    resumed = loop.train_and_evaluate(config, train, val, tmp_path / "paused", validate_on=subset)
+    assert [r.loss for r in resumed] == [r.loss for r in straight[1:]]
+    assert [r.score for r in resumed] == [r.score for r in straight[1:]]
+    assert [r.validated_images for r in straight] == [1, 1, len(val)]

@@ -47,6 +47,8 @@ PARAMETER_FLAGS = (
                              "0 every image alike, 1 every experiment alike"),
     ("--split", "split", "group: validate on whole experiments held out; stratified: a share of every kind"),
     ("--val-fraction", "val_fraction", "validation share of each image kind"),
+    ("--test-fraction", "test_fraction", "share held back from training and validation, as a search's test images "
+                                         "(nucjax.predict --split test scores them)"),
     ("--seed", "seed", None),
     ("--max-to-keep", "max_to_keep", "latest checkpoints kept, besides the best"),
     ("--ema-decay", "ema_decay", "weight averaging: validate, save and predict with a moving average of the weights "

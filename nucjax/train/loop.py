@@ -69,6 +69,7 @@ class EpochResult:
     postprocess: dict
     stopped_early: bool = False
     pipeline: str = ""  # where batches came from: 'resident (N MB)' or 'streaming'
+    validated_images: int = 0  # how many validation images scored it (a search's early rungs score a subset)
 
 
 def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
@@ -256,6 +257,7 @@ def train_and_evaluate(
     fit_epochs_to_budget: bool = False,
     on_step=None,
     on_epoch=None,
+    validate_on=None,
 ) -> list[EpochResult]:
     """Train a U-Net on labelled samples, validating and checkpointing every epoch.
 
@@ -264,6 +266,8 @@ def train_and_evaluate(
     the budget is spent; fit_epochs_to_budget also sets the number of
     epochs (so the learning-rate schedule ends with the budget) from timed
     steps. on_step(step, loss) and on_epoch(EpochResult, validation maps) report progress.
+    validate_on(epoch) gives the positions in val_samples that epoch is
+    validated (and calibrated) on; default all.
     Raises TrainingDiverged on NaN or exploding loss or all-foreground output.
     """
     start_time = time.monotonic()
@@ -349,7 +353,9 @@ def train_and_evaluate(
         train_seconds = time.monotonic() - epoch_start
 
         val_start = time.monotonic()
-        metrics, config, maps = evaluate(live_segmenter(predictor.bind(validated), config), val_samples, val_kinds, val_groups, config)
+        chosen = list(validate_on(epoch)) if validate_on is not None else range(len(val_samples))
+        metrics, config, maps = evaluate(live_segmenter(predictor.bind(validated), config), [val_samples[i] for i in chosen],
+                                         [val_kinds[i] for i in chosen], [val_groups[i] for i in chosen], config)
         val_seconds = time.monotonic() - val_start
         if metrics["foreground"] > ALL_FOREGROUND:
             raise TrainingDiverged(
@@ -378,6 +384,7 @@ def train_and_evaluate(
             postprocess=dataclasses.asdict(config.postprocess),
             stopped_early=stopped_early,
             pipeline=batches.description,
+            validated_images=len(chosen),
         )
         results.append(result)
         if on_epoch is not None:

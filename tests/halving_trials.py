@@ -1,0 +1,60 @@
+"""Run by test_search.py on its Ray cluster: successive halving
+(search.scheduler) over eight trivial trials whose score grows with their
+'quality', each resuming from its checkpoint when paused. Prints, as JSON,
+each trial's quality, reported iterations and restarts, and the fates."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import ray
+from ray import tune
+
+from search.halving import HalvingPlan, Rung, fates, read_halving
+from search.scheduler import HalvingScheduler
+
+PLAN = HalvingPlan((Rung(8, 1), Rung(4, 2), Rung(2, 4)), unit_steps=1, unit_seconds=0.1, start_seconds=1.0, slots=2, eta=2)
+
+
+def trial(config):
+    start, restarts = 0, 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = json.loads((Path(folder) / "state.json").read_text())
+        start, restarts = state["iteration"], state["restarts"] + 1
+    for iteration in range(start + 1, PLAN.total_units + 1):
+        folder = tempfile.mkdtemp()
+        (Path(folder) / "state.json").write_text(json.dumps({"iteration": iteration, "restarts": restarts}))
+        score = config["quality"] * iteration / PLAN.total_units
+        tune.report({"score": score, "loss": 1 - score, "iteration": iteration, "restarts": restarts},
+                    checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def main(address: str, storage: str) -> None:
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    qualities = [0.3, 0.9, 0.1, 0.7, 0.5, 0.8, 0.2, 0.6]
+    tuner = tune.Tuner(
+        tune.with_resources(trial, {"cpu": 1}),
+        param_space={"quality": tune.grid_search(qualities)},
+        tune_config=tune.TuneConfig(metric="score", mode="max", scheduler=HalvingScheduler(PLAN, Path(storage))),
+        run_config=tune.RunConfig(name="halving", storage_path=str(Path(storage).parent), verbose=0),
+    )
+    results = tuner.fit()
+    record = read_halving(storage)
+    out = {"fates": fates(record), "trials": {}}
+    for result in results:
+        history = result.metrics_dataframe
+        out["trials"][result.metrics["trial_id"]] = {
+            "quality": result.config["quality"], "iterations": [int(i) for i in history["iteration"]],
+            "restarts": int(history["restarts"].max())}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,74 @@
+"""Successive halving planned from the time budget (search.halving): the
+rung plan, its refusal of a budget too small, the fixed validation subset,
+and the record the scheduler keeps. The scheduler on a Ray cluster, pausing
+and resuming trials, is in test_search.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from search.halving import (
+    PLANNED_SHARE,
+    PlanError,
+    fates,
+    plan_halving,
+    plan_record,
+    read_plan,
+    rung_counts,
+    validation_subset,
+)
+
+
+def test_an_hour_on_two_slots_tries_many_and_spends_most_on_the_survivors():
+    # Real-data figures: 37-step units of ~50 s with their subset validation, ~20 s to (re)start a trial.
+    plan = plan_halving(3600, 2, 37, 50.0, 20.0)
+    assert [(r.configs, r.units) for r in plan.rungs[:-1]] == [(18, 1), (6, 3)]
+    survivors = plan.rungs[-1]
+    assert survivors.configs == 2 and survivors.units > 10 * plan.rungs[-2].units
+    spent = plan.slot_seconds()
+    assert sum(spent) <= 3600 * 2 * PLANNED_SHARE
+    assert spent[-1] / sum(spent) > 0.6  # the survivors' own units
+    assert plan.total_units == survivors.units and plan.rung_of(1) == 0 and plan.rung_of(2) == 1
+    assert read_plan(plan_record(plan)) == plan
+
+
+def test_a_slower_unit_or_more_slots_change_the_plan_as_they_should():
+    fast, slow = plan_halving(3600, 2, 37, 50.0, 20.0), plan_halving(3600, 2, 37, 200.0, 20.0)
+    assert slow.rungs[0].configs < fast.rungs[0].configs
+    wide = plan_halving(3600, 8, 37, 50.0, 20.0)
+    assert wide.rungs[-1].configs == 8 and wide.rungs[0].configs >= 4 * fast.rungs[0].configs / 2
+
+
+def test_a_budget_too_small_is_refused_naming_the_smallest_that_works():
+    with pytest.raises(PlanError) as refused:
+        plan_halving(120, 2, 25, 20.0, 10.0, spent_s=30)
+    message = str(refused.value)
+    assert "2.5 minutes is too small" in message
+    minutes = int(message.split("the smallest that works is ")[1].split()[0])
+    plan = plan_halving(minutes * 60 - 30, 2, 25, 20.0, 10.0, spent_s=30)  # that budget, less what was spent, works
+    assert len(plan.rungs) >= 2
+    with pytest.raises(PlanError):
+        plan_halving((minutes - 1) * 60 - 30, 2, 25, 20.0, 10.0, spent_s=30)
+
+
+def test_the_first_rung_can_train_past_the_warm_up():
+    plan = plan_halving(3600, 2, 20, 20.0, 10.0, first_units=3)
+    assert [r.units for r in plan.rungs[:-1]] == [3 * 3**r for r in range(len(plan.rungs) - 1)]
+
+
+def test_the_validation_subset_is_fixed_keeps_the_film_images_first_and_covers_every_group():
+    groups = ["a"] * 10 + ["b"] * 3 + ["c"] * 1 + ["a"] * 5
+    subset = validation_subset(groups, 8, first=2)
+    assert subset == validation_subset(groups, 8, first=2)
+    assert subset[:2] == (0, 1) and len(subset) == 8 and len(set(subset)) == 8
+    assert {groups[i] for i in subset} == {"a", "b", "c"}
+    assert sorted(validation_subset(groups, 100)) == list(range(len(groups)))  # a small split is validated whole
+
+
+def test_the_record_gives_each_trial_its_fate_and_each_rung_its_counts():
+    plan = plan_halving(3600, 2, 37, 50.0, 20.0)
+    record = {"plan": plan_record(plan), "rung": {"t1": 2, "t2": 2, "t3": 1, "t4": 0, "t5": 0},
+              "fate": {"t3": "pruned at rung 1", "t4": "pruned at rung 0", "t5": "error"}}
+    assert fates(record) == {"t1": "survivor", "t2": "survivor", "t3": "pruned at rung 1",
+                             "t4": "pruned at rung 0", "t5": "error"}
+    assert rung_counts(record) == [(5, 3, 37), (3, 2, 111), (2, 0, plan.rungs[-1].units * 37)]
