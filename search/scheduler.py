@@ -3,7 +3,8 @@ milestone (search.halving's plan) until every configuration of the rung
 has reported there; then the best go on from their checkpoints and the
 rest stop. A trial's fate (pruned at rung r, survivor, errored) and the
 rung each reached are written to halving.json in the experiment, so the
-report shows them and --resume takes the search up where it was.
+report shows them. Resuming a halving search is refused for now: after
+Tune's restore, its trials ran past their rungs unpruned.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from search.halving import HALVING_FILE, HalvingPlan, plan_record, read_halving
+from search.halving import HALVING_FILE, HalvingPlan, plan_record
 
 
 
@@ -41,16 +42,8 @@ class HalvingScheduler(FIFOScheduler):
         self.scores: dict[str, dict[str, list]] = {}  # rung index (str, as in JSON) -> {trial id: _rank_key at its milestone}
         self.fate: dict[str, str] = {}  # trial id -> 'pruned at rung r', 'error'
         self.trials: dict[str, Trial] = {}
-        self._restore()
 
     # -- state, written after every decision
-    def _restore(self) -> None:
-        record = read_halving(self.folder) if self.folder is not None else None
-        if record and record.get("plan") == plan_record(self.plan):
-            self.rung = dict(record["rung"])
-            self.scores = {k: dict(v) for k, v in record["scores"].items()}
-            self.fate = dict(record["fate"])
-
     def _save(self) -> None:
         if self.folder is None:
             return
@@ -86,13 +79,8 @@ class HalvingScheduler(FIFOScheduler):
         self._save()
 
     def choose_trial_to_run(self, tune_controller):
-        """A new configuration first, then a promoted one paused at its last
-        milestone; a resumed search's waiting trials (pending again) wait on,
-        and its pruned ones are stopped."""
+        """A new configuration first, then a promoted one paused at its last milestone."""
         trials = tune_controller.get_trials()
-        for trial in trials:
-            if trial.status in (Trial.PENDING, Trial.PAUSED) and self.fate.get(trial.trial_id, "").startswith("pruned"):
-                tune_controller.stop_trial(trial)
         if sum(1 for trial in trials if trial.status == Trial.RUNNING) >= self.plan.slots:
             return None  # the plan's slots (Tune's own limit would count paused trials and starve the rung)
         for status in (Trial.PENDING, Trial.PAUSED):
@@ -102,12 +90,8 @@ class HalvingScheduler(FIFOScheduler):
         return None
 
     def __getstate__(self):
-        # Tune pickles the scheduler with the Tuner before any trial: trials stay out.
+        # Tune pickles the scheduler with the Tuner: the live trials stay out.
         return {**self.__dict__, "trials": {}}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._restore()  # a resumed search takes up the record written as it ran
 
     def debug_string(self) -> str:
         return self.plan.describe()

@@ -122,7 +122,7 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
 def probe_trial(params: dict, train, val, halving, unit_steps: int, environment: dict | None = None) -> tuple[float, float, float]:
     """(seconds per training step, seconds of the subset validation,
     seconds to start a trial: data, model, compilation) of one trial's
-    params, measured by training two units of unit_steps steps: what a
+    params, measured by training three units of unit_steps steps: what a
     halving plan is made from (search.halving.plan_halving)."""
     import time
 
@@ -130,14 +130,15 @@ def probe_trial(params: dict, train, val, halving, unit_steps: int, environment:
     os.environ.update(environment or {})
     from nucjax.train.loop import train_and_evaluate
 
-    config = experiment_config({**params, "epochs": 2, "steps_per_epoch": unit_steps})
+    config = experiment_config({**params, "epochs": 3, "steps_per_epoch": unit_steps})
     workdir = Path(tempfile.mkdtemp(prefix="nucjax-probe-"))
     try:
         results = train_and_evaluate(config, train, val, workdir, validate_on=lambda epoch: halving.validate_on(epoch, len(val)))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     total = time.monotonic() - started
-    last = results[-1]  # compiled, as every unit after a (re)start
-    step_s = config.train.batch_size / last.images_per_s
+    later = results[1:]  # compiled, as every unit after a (re)start; two of them, the other probes running too
+    unit_s = sum(r.seconds for r in later) / len(later)
+    step_s = config.train.batch_size * len(later) / sum(r.images_per_s for r in later)
     # The first unit's extra time is compilation, paid again by every (re)start.
-    return step_s, max(last.seconds - unit_steps * step_s, 0.0), total - last.seconds - unit_steps * step_s
+    return step_s, max(unit_s - unit_steps * step_s, 0.0), total - sum(r.seconds for r in later) - unit_steps * step_s

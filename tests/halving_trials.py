@@ -1,7 +1,9 @@
 """Run by test_search.py on its Ray cluster: successive halving
 (search.scheduler) over eight trivial trials whose score grows with their
 'quality', each resuming from its checkpoint when paused. Prints, as JSON,
-each trial's quality, reported iterations and restarts, and the fates."""
+each trial's quality, reported iterations and restarts, and the fates.
+
+    python tests/halving_trials.py ADDRESS STORAGE"""
 
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ def main(address: str, storage: str) -> None:
         tune.with_resources(trial, {"cpu": 1}),
         param_space={"quality": tune.grid_search(qualities)},
         tune_config=tune.TuneConfig(metric="score", mode="max", scheduler=HalvingScheduler(PLAN, Path(storage))),
-        run_config=tune.RunConfig(name="halving", storage_path=str(Path(storage).parent), verbose=0),
+        run_config=tune.RunConfig(name=Path(storage).name, storage_path=str(Path(storage).parent), verbose=0),
     )
     results = tuner.fit()
     record = read_halving(storage)
