@@ -74,6 +74,17 @@ def make_report_refresh(folder: Path, every_s: float = 20.0):
     return ReportRefresh()
 
 
+#: The validation images early rungs score (all groups represented), and
+#: the units an epoch of the space is cut into: trials report that often,
+#: but train at least MIN_UNIT_TRAIN_S (and twice their validation) between reports.
+SUBSET_IMAGES = 24
+UNITS_PER_EPOCH = 4
+MIN_UNIT_TRAIN_S = 10.0
+#: Seconds Ray takes to start (or restart) a trial's process, and to take a report and its checkpoint.
+TRIAL_START_S = 10.0
+REPORT_S = 1.0
+
+
 def slots(args, ray) -> int:
     """How many trials run at once: what the cluster holds, at most --max-concurrent."""
     total = ray.cluster_resources()
@@ -119,17 +130,6 @@ def plan_search(args, ray, train, val, space: dict, deadline: float):
     plan = plan_halving(deadline - time.monotonic(), count, unit_steps, unit_steps * step_s + val_s + REPORT_S,
                         start_s + TRIAL_START_S, spent_s=time.monotonic() - args.started)
     return plan, HalvingTrial(subset, plan.rungs[-2].units)
-
-
-#: The validation images early rungs score (all groups represented), and
-#: the units an epoch of the space is cut into: trials report that often,
-#: but train at least MIN_UNIT_TRAIN_S (and twice their validation) between reports.
-SUBSET_IMAGES = 24
-UNITS_PER_EPOCH = 4
-MIN_UNIT_TRAIN_S = 10.0
-#: Seconds Ray takes to start (or restart) a trial's process, and to take a report and its checkpoint.
-TRIAL_START_S = 10.0
-REPORT_S = 1.0
 
 
 def make_tuner(args, storage: str, smoke: bool, train, val, space: dict, halving=None):

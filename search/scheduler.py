@@ -18,7 +18,6 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from search.halving import HALVING_FILE, HalvingPlan, plan_record
 
 
-
 def _rank_key(result: dict, metric: str) -> list[float]:
     """What a milestone is ranked by: the metric, then, on a tie (every
     early model scoring 0 alike), the lower training loss."""
