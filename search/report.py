@@ -468,7 +468,7 @@ def render(report: Report) -> str:
     ]
     spent = {t.name: core_seconds(t, cpus) or 0.0 for t in trials}
     if halving:
-        summary.append(("scheduler", f"successive halving: {sum(1 for _ in fate_of)} configurations, "
+        summary.append(("scheduler", f"successive halving: {len(fate_of)} configurations, "
                                      + ", then ".join(f"{left} of {entered} past {steps} steps"
                                                       for entered, left, steps in rung_counts(halving)[:-1])))
         survivors = sum(spent.get(f"trial_{t}", 0.0) for t, f in fate_of.items() if f == "survivor")

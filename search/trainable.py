@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 #: What a trial reports each epoch, besides its config.
@@ -124,8 +125,6 @@ def probe_trial(params: dict, train, val, halving, unit_steps: int, environment:
     seconds to start a trial: data, model, compilation) of one trial's
     params, measured by training three units of unit_steps steps: what a
     halving plan is made from (search.halving.plan_halving)."""
-    import time
-
     started = time.monotonic()
     os.environ.update(environment or {})
     from nucjax.train.loop import train_and_evaluate
