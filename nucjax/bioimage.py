@@ -21,11 +21,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import jax
 import numpy as np
 import yaml
 
 from nucjax.config import ExperimentConfig
+from nucjax.inference import Predictor
 from nucjax.inputs import reflect_pad
 from nucjax.models.onnx_graph import OPSET, OUTPUT, input_names, network_graph, onnx_forward
 from nucjax.pictures import contour_overlay, probability_image, side_by_side, write_overlay
@@ -287,7 +287,7 @@ def write_package(folder: Path, network, config: ExperimentConfig, name: str, sc
     raw = package_inputs(region, config)
     ready = preprocessed(raw)
     x = np.concatenate([ready[n] for n in input_names(config.model.model)], axis=1).transpose(0, 2, 3, 1)
-    probabilities = np.asarray(jax.nn.sigmoid(network(x)), np.float32)
+    probabilities = Predictor(network).bind(network)(x)  # what nucjax predicts with
     for tensor, values in raw.items():
         _write_array(folder / f"test_input_{tensor}.npy", values)
     _write_array(folder / f"test_output_{OUTPUT}.npy", probabilities.transpose(0, 3, 1, 2))

@@ -77,24 +77,9 @@ class HalvingPlan:
                 f"~{self.unit_seconds:.0f} s): " + "; ".join(parts))
 
 
-def _milestones(rounds: int, first: int, eta: int) -> list[int]:
-    """The units a configuration has trained when it leaves each pruning rung."""
-    return [first * eta**r for r in range(rounds)]
-
-
-def _halving_cost(rounds: int, slots: int, eta: int, unit_s: float, start_s: float, first: int = 1) -> float:
-    """Slot-seconds of the pruning rungs of a plan with `rounds` halvings."""
-    cost, before = 0.0, 0
-    for r, units in enumerate(_milestones(rounds, first, eta)):
-        cost += slots * eta ** (rounds - r) * ((units - before) * unit_s + start_s)
-        before = units
-    return cost
-
-
-def _survivor_units(rounds: int, slots: int, eta: int, unit_s: float, start_s: float, slot_seconds: float,
-                    first: int = 1) -> int:
-    left = (slot_seconds - _halving_cost(rounds, slots, eta, unit_s, start_s, first)) / slots - start_s
-    return _milestones(rounds, first, eta)[-1] + int(left // unit_s)
+def _pruning_rungs(rounds: int, slots: int, eta: int, first: int) -> list[Rung]:
+    """The pruning rungs of a plan with `rounds` halvings, the first `first` units long."""
+    return [Rung(slots * eta ** (rounds - r), first * eta**r) for r in range(rounds)]
 
 
 def plan_halving(budget_s: float, slots: int, unit_steps: int, unit_s: float, start_s: float, eta: int = 3,
@@ -110,13 +95,17 @@ def plan_halving(budget_s: float, slots: int, unit_steps: int, unit_s: float, st
     if slots < 1 or eta < 2 or unit_s <= 0 or unit_steps < 1:
         raise ValueError("slots must be >= 1, eta >= 2, unit_steps >= 1 and unit_s > 0")
     slot_seconds = budget_s * slots * PLANNED_SHARE
+
+    def plan(rungs: list[Rung]) -> HalvingPlan:
+        return HalvingPlan(tuple(rungs), unit_steps, unit_s, start_s, slots, eta)
+
     for rounds in range(max_rounds, 0, -1):
-        cost = _halving_cost(rounds, slots, eta, unit_s, start_s, first_units)
-        survivors = _survivor_units(rounds, slots, eta, unit_s, start_s, slot_seconds, first_units)
+        pruning = _pruning_rungs(rounds, slots, eta, first_units)
+        cost = sum(plan(pruning).slot_seconds())
+        survivors = pruning[-1].units + int(((slot_seconds - cost) / slots - start_s) // unit_s)
         if cost <= PRUNING_SHARE * slot_seconds and survivors >= first_units * eta**rounds:
-            rungs = [Rung(slots * eta ** (rounds - r), units) for r, units in enumerate(_milestones(rounds, first_units, eta))]
-            return HalvingPlan(tuple(rungs + [Rung(slots, survivors)]), unit_steps, unit_s, start_s, slots, eta)
-    one_round = _halving_cost(1, slots, eta, unit_s, start_s, first_units)
+            return plan(pruning + [Rung(slots, survivors)])
+    one_round = sum(plan(_pruning_rungs(1, slots, eta, first_units)).slot_seconds())
     needed = (one_round + slots * (start_s + (eta - 1) * first_units * unit_s)) / (slots * PLANNED_SHARE)
     needed = max(needed, one_round / (PRUNING_SHARE * slots * PLANNED_SHARE))
     raise PlanError(f"a budget of {(budget_s + spent_s) / 60:.1f} minutes is too small for successive halving with "
