@@ -94,6 +94,22 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class Validation:
+    """What an epoch is validated on: positions in the validation samples
+    (none: the epoch is not validated, saved or reported) and whether at the
+    nucleus scale the masks give (no first pass: the cheaper, steadier
+    proxy a search ranks its early rungs by; not what prediction gives)."""
+
+    images: tuple[int, ...]
+    at_true_scale: bool = False
+
+
+def as_validation(chosen) -> Validation:
+    """A Validation, or positions validated as prediction would (a list, a range)."""
+    return chosen if isinstance(chosen, Validation) else Validation(tuple(chosen))
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     model: UNetConfig = field(default_factory=lambda: UNetConfig(base_filters=16, out_channels=2))
     inputs: InputConfig = field(default_factory=InputConfig)

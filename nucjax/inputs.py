@@ -10,7 +10,11 @@ the raw RGB image (see models.unet.EXTENDED_ARMS).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -138,4 +142,42 @@ def training_examples(samples, model: str, config: InputConfig, augment_config: 
         scale = training_scale(sample.labels, config)
         pairs = [at_training_scale(model_inputs(image, model, config), sample.labels, config, scale) for image in images]
         examples.append(Example(tuple(x for x, _ in pairs), pairs[0][1]))
+    return examples
+
+
+def examples_key(samples, model: str, config: InputConfig, augment_config: AugmentConfig | None, seed: int) -> str:
+    """What training_examples' result depends on, as a digest: the images
+    (ids and shapes), the model's inputs, recolouring and the seed."""
+    recolour_p = augment_config.recolour if augment_config is not None else 0.0
+    digest = hashlib.sha256(repr((model, sorted(asdict(config).items()), recolour_p, seed)).encode())
+    for sample in samples:
+        digest.update(repr((sample.image_id, sample.image.shape, sample.labels.shape)).encode())
+    return digest.hexdigest()[:24]
+
+
+def cached_training_examples(folder: Path, samples, model: str, config: InputConfig,
+                             augment_config: AugmentConfig | None = None, seed: int = 0) -> list[Example]:
+    """training_examples, kept in folder (one .npz per examples_key): every
+    restart of a paused search trial, and every trial with the same inputs,
+    reads them instead of preparing each image again."""
+    samples = list(samples)
+    path = Path(folder) / f"examples-{examples_key(samples, model, config, augment_config, seed)}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                counts = stored["counts"]
+                return [Example(tuple(stored[f"x{i}_{k}"] for k in range(c)), stored[f"y{i}"]) for i, c in enumerate(counts)]
+        except (OSError, KeyError, ValueError):
+            pass  # unreadable (a torn copy, an older layout): made again below
+    examples = training_examples(samples, model, config, augment_config, seed)
+    arrays = {"counts": np.array([len(e.variants) for e in examples], np.int32)}
+    for i, example in enumerate(examples):
+        arrays[f"y{i}"] = example.labels
+        arrays.update({f"x{i}_{k}": variant for k, variant in enumerate(example.variants)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written aside and moved into place: trials preparing the same examples at once never read half a file.
+    handle, partial = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    with os.fdopen(handle, "wb") as out:
+        np.savez(out, **arrays)
+    os.replace(partial, path)
     return examples

@@ -83,6 +83,8 @@ MIN_UNIT_TRAIN_S = 10.0
 #: Seconds Ray takes to start (or restart) a trial's process, and to take a report and its checkpoint.
 TRIAL_START_S = 10.0
 REPORT_S = 1.0
+#: Trials stop training this long before the deadline, to validate, report and hand in their checkpoint.
+DEADLINE_MARGIN_S = 20.0
 
 
 def slots(args, ray) -> int:
@@ -103,36 +105,60 @@ def sampled_params(space: dict, seed: int) -> dict:
     return {key: value.sample(random_state=rng) if isinstance(value, Domain) else value for key, value in space.items()}
 
 
-def plan_search(args, ray, train, val, space: dict, deadline: float):
+def plan_search(args, ray, train, val, space: dict, deadline: float, groups: dict):
     """(HalvingPlan, HalvingTrial) for a halving search: the validation
-    subset; steps, validation and start-up timed by one probe trial per
+    subset; steps, validations and start-up timed by one probe trial per
     slot, all at once (as the trials will run); units of a quarter of the
-    space's epoch, or longer where validation would outweigh training.
-    PlanError when the budget is too small."""
+    space's epoch, or longer where validation would outweigh training; the
+    whole split's validation costed from the subset's, by pixels. deadline:
+    time.monotonic() when the budget ends. PlanError when the budget is too small."""
     import math
 
-    from nucjax.data.split import acquisition_groups
     from nucjax.train.film import FILM_IMAGES
     from search.halving import HalvingTrial, plan_halving, validation_subset
     from search.trainable import probe_trial, trial_environment
 
-    everything = list(train) + list(val)
-    groups = acquisition_groups([s.image_id for s in everything], [s.image for s in everything])
     subset = validation_subset([groups[s.image_id] for s in val], max(SUBSET_IMAGES, FILM_IMAGES), FILM_IMAGES)
     probe_steps = args.rung_steps or max(10, int(space.get("steps_per_epoch", 100)) // UNITS_PER_EPOCH)
     probe = ray.remote(probe_trial).options(num_cpus=args.cpus_per_trial, num_gpus=args.gpus_per_trial)
     environment = trial_environment(args.cpus_per_trial, args.gpus_per_trial)
     count = slots(args, ray)
-    timed = ray.get([probe.remote({**sampled_params(space, args.seed + i), "seed": args.seed, "warmup_steps": 1},
-                                  train, val, HalvingTrial(subset, 10**9), probe_steps, environment) for i in range(count)])
-    step_s, val_s, start_s = (max(values) for values in zip(*timed))
-    unit_steps = args.rung_steps or max(probe_steps, math.ceil(max(MIN_UNIT_TRAIN_S, 2 * val_s) / step_s))
-    plan = plan_halving(deadline - time.monotonic(), count, unit_steps, unit_steps * step_s + val_s + REPORT_S,
-                        start_s + TRIAL_START_S, spent_s=time.monotonic() - args.started)
-    return plan, HalvingTrial(subset, plan.rungs[-2].units)
+    timed = ray.get([probe.remote({**sampled_params(space, args.seed + i), "seed": args.seed, "warmup_steps": 1}, train, val,
+                                  subset, probe_steps, environment, groups, example_cache()) for i in range(count)])
+    step_s, subset_s, predicted_s, start_s = (max(t[key] for t in timed) for key in ("step", "subset", "predicted_subset", "start"))
+    pixels = [s.image.shape[0] * s.image.shape[1] for s in val]
+    full_s = predicted_s * sum(pixels) / sum(pixels[i] for i in subset)
+    unit_steps = args.rung_steps or max(probe_steps, math.ceil(max(MIN_UNIT_TRAIN_S, 2 * subset_s) / step_s))
+    plan = plan_halving(deadline - time.monotonic(), count, unit_steps, unit_steps * step_s + subset_s + REPORT_S,
+                        start_s + TRIAL_START_S, spent_s=time.monotonic() - args.started, subset_s=subset_s, full_s=full_s)
+    # Trials stop a little before Tune's deadline, so their last validation and report land.
+    wall_deadline = time.time() + deadline - time.monotonic() - DEADLINE_MARGIN_S
+    return plan, HalvingTrial(subset, plan.rungs[-2].units, plan.full_every, plan.total_units, wall_deadline)
 
 
-def make_tuner(args, storage: str, smoke: bool, train, val, space: dict, halving=None):
+def resumed_halving(folder: Path, recorded: dict):
+    """(HalvingPlan, HalvingTrial) of an interrupted halving search: its
+    plan and subset, and what was left of its budget when it stopped (its
+    halving record's last write) as the new deadline."""
+    from search.halving import HALVING_FILE, HalvingTrial, read_plan
+
+    halving = recorded["halving"]
+    plan = read_plan(halving["plan"])
+    last_decision = (folder / HALVING_FILE).stat().st_mtime if (folder / HALVING_FILE).is_file() else time.time()
+    left = recorded["time_budget_min"] * 60 - (last_decision - recorded.get("started_at", last_decision))
+    trial = HalvingTrial(tuple(halving["subset"]), halving["subset_until"], halving.get("full_every", 1), plan.total_units,
+                         time.time() + max(left, 0.0) - DEADLINE_MARGIN_S)
+    return plan, trial
+
+
+def example_cache() -> str:
+    """Where trials keep their prepared training examples (nucjax.inputs.cached_training_examples)."""
+    from nucjax.cli import cache_root
+
+    return str(cache_root().absolute() / "examples")
+
+
+def make_tuner(args, storage: str, smoke: bool, train, val, space: dict, halving=None, groups: dict | None = None):
     """The Tuner of a search: ASHA, or with halving ((HalvingPlan,
     HalvingTrial), see plan_search) successive halving with paused trials."""
     from ray import tune
@@ -153,7 +179,8 @@ def make_tuner(args, storage: str, smoke: bool, train, val, space: dict, halving
         space = {**space, "steps_per_epoch": plan.unit_steps, "epochs": plan.total_units,
                  "warmup_steps": max(1, plan.unit_steps // 2)}
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, train=train, val=val, environment=environment, halving=trial),
+        tune.with_parameters(run_trial, train=train, val=val, environment=environment, halving=trial, groups=groups,
+                             example_cache=example_cache()),
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},
     )
     parent, name = storage.rstrip("/").rsplit("/", 1)
@@ -286,40 +313,46 @@ def run_search(args, storage: str, smoke: bool) -> str:
     import ray
 
     from nucjax.cli import fail
-    from search.halving import PlanError, fates, plan_record, read_halving
+    from search.halving import HALVING_FILE, PlanError, fates, plan_record, read_halving
     from search.spaces import search_space
 
+    from nucjax.data.split import acquisition_groups
+
     root, train, val, test = load_split(args, smoke)
+    everything = list(train) + list(val)
+    # Once here, not in every trial: the groups validation reports by (and the subset covers).
+    groups = acquisition_groups([s.image_id for s in everything], [s.image for s in everything])
     space = search_space(args.space, smoke, gpu=args.gpus_per_trial > 0)
     local = Path(storage) if "://" not in storage else None
-    how = {"train_images": len(train), "time_budget_min": args.time_budget, "grace_period": args.grace_period,
+    how = {"train_images": len(train), "time_budget_min": args.time_budget, "started_at": time.time() - (time.monotonic() - args.started), "grace_period": args.grace_period,
            "max_epochs": args.max_epochs or int(space.get("epochs", 1)), "cpus_per_trial": args.cpus_per_trial,
            "gpus_per_trial": args.gpus_per_trial, "scheduler": scheduler_name(args)}
     halving = None
     if args.resume and local is not None:
         recorded = read_experiment(local).search
-        if recorded.get("halving"):
-            # Seen on this project's Ray: after Tuner.restore the restored trials ran past their
-            # milestones and the halving scheduler recorded nothing more.
-            fail(f"{local}: a halving search cannot be resumed yet (after Ray Tune's restore its trials run past their "
-                 "rungs unpruned); start a new search, or use --scheduler asha for a resumable one")
         how = {**recorded, **{k: how[k] for k in ("train_images",)}}
+        if recorded.get("halving"):
+            halving = resumed_halving(local, recorded)
+            print(f"resuming successive halving with {max(halving[1].deadline - time.time(), 0) / 60:.1f} minutes of "
+                  "its budget left", flush=True)
     elif how["scheduler"] == "halving":
         print("timing one trial to plan the rungs", flush=True)
         try:
-            halving = plan_search(args, ray, train, val, space, time.monotonic() + remaining_s(args))
+            halving = plan_search(args, ray, train, val, space, time.monotonic() + remaining_s(args), groups)
         except PlanError as err:
             fail(str(err))
         plan, trial = halving
-        how["halving"] = {"plan": plan_record(plan), "subset": list(trial.subset), "subset_until": trial.subset_until}
+        how["halving"] = {"plan": plan_record(plan), "subset": list(trial.subset), "subset_until": trial.subset_until,
+                          "full_every": trial.full_every}
         print(plan.describe(), flush=True)
     experiment = Experiment(Path(local or "."), root, args.space, SEARCH_SMOKE if smoke else None, args.split,
                             args.val_fraction, args.test_fraction, args.seed,
                             tuple(s.image_id for s in val), tuple(s.image_id for s in test), search=how)
     if local is not None and not args.resume:
         experiment.write()
+        (local / HALVING_FILE).unlink(missing_ok=True)  # a new search in an old folder: its scheduler starts afresh
     print(f"searching '{args.space}' on {len(train)} training and {len(val)} validation images from {root}", flush=True)
-    tuner = make_tuner(args, storage, smoke, train, val, space, halving)
+    tuner = make_tuner(args, storage, smoke, train, val, space, halving, groups)
     results = tuner.fit()
     record = read_halving(local) if local is not None else None
     rows = trial_rows(results, fates(record) if record else None, args.cpus_per_trial)

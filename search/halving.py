@@ -2,13 +2,15 @@
 start, how far each rung trains them, and who goes on.
 
 A search's trials report every `unit` steps (a fraction of an epoch). The
-plan starts slots * eta**R configurations for one unit; after each rung the
-best 1/eta of them (by validation on a small fixed subset of images) go
-on, from their checkpoints, to eta times as many units; the last rung's
-slots survivors train until the deadline, with a learning-rate schedule
-planned for the units they will get. R is the most rounds whose pruning
-costs at most PRUNING_SHARE of the budget. Pure functions on numbers:
-search.scheduler applies a plan to Ray Tune's trials.
+plan starts as many configurations (a multiple of the slots) as its
+pruning rungs can afford for one unit; after each rung the best 1/eta of
+them (at least one per slot; by validation on a small fixed subset of
+images) go on, from their checkpoints, to eta times as many units; the
+last rung's slots survivors train until the deadline, with a
+learning-rate schedule planned for the units they will get, and score the
+whole validation split every few units (full_every) and at their end.
+The pruning rungs take at most PRUNING_SHARE of the budget. Pure functions
+on numbers: search.scheduler applies a plan to Ray Tune's trials.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from nucjax.config import Validation
+
 #: The most of the budget the pruning rungs may take; the rest is the survivors'.
 PRUNING_SHARE = 0.4
 #: The share of the budget planned for: the rest absorbs what the probe cannot see (the driver and
@@ -26,8 +30,11 @@ PRUNING_SHARE = 0.4
 PLANNED_SHARE = 0.85
 
 
+#: The share of a survivor's time its whole-split validations may take (they come every full_every units).
+FULL_VALIDATION_SHARE = 0.15
+
 #: Where the scheduler records each trial's rung and fate, in the experiment folder.
-HALVING_FILE = "halving.json"
+HALVING_FILE = "halving.jsonl"
 
 
 class PlanError(ValueError):
@@ -44,7 +51,11 @@ class Rung:
 
 @dataclass(frozen=True)
 class HalvingPlan:
-    """Rungs in order; the last is the survivors' (slots configurations to the deadline)."""
+    """Rungs in order; the last is the survivors' (slots configurations to the deadline).
+
+    unit_seconds: a pruning rung's unit (training, the subset validation, the report);
+    full_seconds: one validation of the whole split, which survivors run every full_every units
+    (and at their first and last) instead of the subset's."""
 
     rungs: tuple[Rung, ...]
     unit_steps: int
@@ -52,42 +63,70 @@ class HalvingPlan:
     start_seconds: float
     slots: int
     eta: int
+    subset_seconds: float = 0.0
+    full_seconds: float = 0.0
+    full_every: int = 1
 
     @property
     def total_units(self) -> int:
         """The units a survivor trains, what every configuration's schedule is planned for."""
         return self.rungs[-1].units
 
+    @property
+    def survivor_unit_seconds(self) -> float:
+        """A survivor's unit: training and the report, and its share of the whole-split validations."""
+        return self.unit_seconds - self.subset_seconds + self.full_seconds / self.full_every
+
     def rung_of(self, units: int) -> int:
         """The rung a configuration that has trained `units` units is in (its last milestone reached)."""
         return next(i for i, rung in enumerate(self.rungs) if units <= rung.units)
 
     def slot_seconds(self) -> list[float]:
-        """The planned slot-seconds of each rung: its configurations' new units and their (re)starts."""
+        """The planned slot-seconds of each rung: its configurations' new units and their (re)starts;
+        the survivors' rung with its first whole-split validation."""
         before = 0
         spent = []
-        for rung in self.rungs:
-            spent.append(rung.configs * ((rung.units - before) * self.unit_seconds + self.start_seconds))
+        for i, rung in enumerate(self.rungs):
+            survivors = i == len(self.rungs) - 1 and i > 0
+            unit = self.survivor_unit_seconds if survivors else self.unit_seconds
+            extra = self.full_seconds if survivors else 0.0
+            spent.append(rung.configs * ((rung.units - before) * unit + self.start_seconds + extra))
             before = rung.units
         return spent
 
     def describe(self) -> str:
         parts = [f"{r.configs} configuration{'s' * (r.configs != 1)} to {r.units * self.unit_steps} steps" for r in self.rungs]
         return (f"successive halving (eta {self.eta}, {self.slots} slots, {self.unit_steps}-step units of "
-                f"~{self.unit_seconds:.0f} s): " + "; ".join(parts))
+                f"~{self.unit_seconds:.0f} s; survivors validated whole every {self.full_every} units, "
+                f"~{self.full_seconds:.0f} s): " + "; ".join(parts))
 
 
-def _pruning_rungs(rounds: int, slots: int, eta: int, first: int) -> list[Rung]:
-    """The pruning rungs of a plan with `rounds` halvings, the first `first` units long."""
-    return [Rung(slots * eta ** (rounds - r), first * eta**r) for r in range(rounds)]
+def _pruning_rungs(first_configs: int, slots: int, eta: int, first_units: int) -> list[Rung]:
+    """The pruning rungs when first_configs start, the first rung `first_units`
+    units long: each keeps the best 1/eta (rounded up, at least one per slot)."""
+    rungs, configs, units = [], first_configs, first_units
+    while configs > slots:
+        rungs.append(Rung(configs, units))
+        configs, units = max(slots, math.ceil(configs / eta)), units * eta
+    return rungs
+
+
+def full_every(full_s: float, train_s: float) -> int:
+    """How many units apart a survivor validates the whole split, so the
+    validations take about FULL_VALIDATION_SHARE of its time."""
+    return max(1, math.ceil(full_s / (FULL_VALIDATION_SHARE * max(train_s, 1e-9))))
 
 
 def plan_halving(budget_s: float, slots: int, unit_steps: int, unit_s: float, start_s: float, eta: int = 3,
-                 max_rounds: int = 6, spent_s: float = 0.0, first_units: int = 1) -> HalvingPlan:
+                 max_rounds: int = 6, spent_s: float = 0.0, first_units: int = 1, subset_s: float = 0.0,
+                 full_s: float = 0.0) -> HalvingPlan:
     """The plan for the budget left (seconds), `slots` trials at a time,
-    units of unit_steps steps taking unit_s seconds each (training and the
-    subset validation) and start_s seconds to (re)start a trial. PlanError
-    when not even one round fits (survivors must get at least eta times
+    units of unit_steps steps taking unit_s seconds each (training, the
+    subset validation of subset_s seconds and the report) and start_s
+    seconds to (re)start a trial; full_s: one whole-split validation
+    (survivors'). The most configurations whose pruning rungs fit
+    PRUNING_SHARE of the budget start. PlanError when not even one round
+    fits (slots * eta configurations, survivors getting at least eta times
     the units of the last pruning rung), naming the smallest whole budget,
     with the spent_s already gone (the probe). first_units: how long the
     first rung trains (enough steps to be past the learning-rate warm-up,
@@ -95,18 +134,26 @@ def plan_halving(budget_s: float, slots: int, unit_steps: int, unit_s: float, st
     if slots < 1 or eta < 2 or unit_s <= 0 or unit_steps < 1:
         raise ValueError("slots must be >= 1, eta >= 2, unit_steps >= 1 and unit_s > 0")
     slot_seconds = budget_s * slots * PLANNED_SHARE
+    every = full_every(full_s, unit_s - subset_s) if full_s else 1
 
     def plan(rungs: list[Rung]) -> HalvingPlan:
-        return HalvingPlan(tuple(rungs), unit_steps, unit_s, start_s, slots, eta)
+        return HalvingPlan(tuple(rungs), unit_steps, unit_s, start_s, slots, eta, subset_s, full_s, every)
 
-    for rounds in range(max_rounds, 0, -1):
-        pruning = _pruning_rungs(rounds, slots, eta, first_units)
-        cost = sum(plan(pruning).slot_seconds())
-        survivors = pruning[-1].units + int(((slot_seconds - cost) / slots - start_s) // unit_s)
-        if cost <= PRUNING_SHARE * slot_seconds and survivors >= first_units * eta**rounds:
+    def pruning_cost(rungs: list[Rung]) -> float:
+        return sum(plan(rungs + [Rung(slots, rungs[-1].units)]).slot_seconds()[:-1])
+
+    for first_configs in range(slots * eta**max_rounds, slots * eta - 1, -slots):
+        pruning = _pruning_rungs(first_configs, slots, eta, first_units)
+        cost = pruning_cost(pruning)
+        if cost > PRUNING_SHARE * slot_seconds:
+            continue
+        survivor_unit = plan(pruning).survivor_unit_seconds
+        survivors = pruning[-1].units + int(((slot_seconds - cost) / slots - start_s - full_s) // survivor_unit)
+        if survivors >= pruning[-1].units * eta:
             return plan(pruning + [Rung(slots, survivors)])
-    one_round = sum(plan(_pruning_rungs(1, slots, eta, first_units)).slot_seconds())
-    needed = (one_round + slots * (start_s + (eta - 1) * first_units * unit_s)) / (slots * PLANNED_SHARE)
+    one_round = pruning_cost(_pruning_rungs(slots * eta, slots, eta, first_units))
+    survivor_unit = plan([]).survivor_unit_seconds
+    needed = (one_round + slots * (start_s + full_s + (eta - 1) * first_units * survivor_unit)) / (slots * PLANNED_SHARE)
     needed = max(needed, one_round / (PRUNING_SHARE * slots * PLANNED_SHARE))
     raise PlanError(f"a budget of {(budget_s + spent_s) / 60:.1f} minutes is too small for successive halving with "
                     f"{slots} slot{'s' * (slots != 1)} ({unit_steps}-step units of ~{unit_s:.0f} s, trials starting in "
@@ -134,30 +181,51 @@ def validation_subset(groups: list[str], size: int, first: int = 0) -> tuple[int
 @dataclass(frozen=True)
 class HalvingTrial:
     """What a trial of a halving search needs beyond its params: the
-    validation subset its pruning rungs score on, and the last unit scored
-    on it (later units, the survivors', score the whole split)."""
+    validation subset its pruning rungs score on (at the nucleus scale the
+    masks give: a barely trained network's own size estimate is noise, and
+    the first pass would double the cost), the last unit scored on it;
+    after it, the survivors score the whole split as prediction does, at
+    their first unit, every full_every units and at their last
+    (total_units); deadline: the wall-clock time (time.time()) by which a
+    trial stops training and validates what it has."""
 
     subset: tuple[int, ...]
     subset_until: int
+    full_every: int = 1
+    total_units: int = 0
+    deadline: float | None = None
 
-    def validate_on(self, epoch: int, images: int):
-        return self.subset if epoch <= self.subset_until else range(images)
+    def validate_on(self, epoch: int, images: int) -> Validation:
+        if epoch <= self.subset_until:
+            return Validation(tuple(self.subset), at_true_scale=True)
+        since = epoch - self.subset_until
+        whole = since == 1 or since % self.full_every == 0 or epoch >= self.total_units
+        return Validation(tuple(range(images)) if whole else ())
 
 
 def plan_record(plan: HalvingPlan) -> dict:
     return {"rungs": [[r.configs, r.units] for r in plan.rungs], "unit_steps": plan.unit_steps,
-            "unit_seconds": plan.unit_seconds, "start_seconds": plan.start_seconds, "slots": plan.slots, "eta": plan.eta}
+            "unit_seconds": plan.unit_seconds, "start_seconds": plan.start_seconds, "slots": plan.slots, "eta": plan.eta,
+            "subset_seconds": plan.subset_seconds, "full_seconds": plan.full_seconds, "full_every": plan.full_every}
 
 
 def read_plan(record: dict) -> HalvingPlan:
     return HalvingPlan(tuple(Rung(*r) for r in record["rungs"]), record["unit_steps"], record["unit_seconds"],
-                       record["start_seconds"], record["slots"], record["eta"])
+                       record["start_seconds"], record["slots"], record["eta"], record.get("subset_seconds", 0.0),
+                       record.get("full_seconds", 0.0), record.get("full_every", 1))
 
 
 def read_halving(folder) -> dict | None:
-    """The halving record (search.scheduler) of an experiment folder, or None."""
+    """The latest halving record (search.scheduler) of an experiment folder, or None."""
     path = Path(folder) / HALVING_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    for line in reversed(path.read_text().splitlines()):
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the line being written
+    return None
 
 
 def fates(record: dict) -> dict[str, str]:

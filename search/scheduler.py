@@ -2,9 +2,9 @@
 milestone (search.halving's plan) until every configuration of the rung
 has reported there; then the best go on from their checkpoints and the
 rest stop. A trial's fate (pruned at rung r, survivor, errored) and the
-rung each reached are written to halving.json in the experiment, so the
-report shows them. Resuming a halving search is refused for now: after
-Tune's restore, its trials ran past their rungs unpruned.
+rung each reached are appended to halving.jsonl in the experiment after
+every decision, so the report shows them, and a resumed search (Tune
+saves no scheduler state) takes its rungs, scores and fates from there.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from search.halving import HALVING_FILE, HalvingPlan, plan_record
+from search.halving import HALVING_FILE, HalvingPlan, plan_record, read_halving
 
 
 def _rank_key(result: dict, metric: str) -> list[float]:
@@ -41,21 +41,38 @@ class HalvingScheduler(FIFOScheduler):
         self.scores: dict[str, dict[str, list]] = {}  # rung index (str, as in JSON) -> {trial id: _rank_key at its milestone}
         self.fate: dict[str, str] = {}  # trial id -> 'pruned at rung r', 'error'
         self.trials: dict[str, Trial] = {}
+        self._loaded = False  # the halving record read (see _load)
 
     # -- state, written after every decision
     def _save(self) -> None:
         if self.folder is None:
             return
         record = {"plan": plan_record(self.plan), "rung": self.rung, "scores": self.scores, "fate": self.fate}
-        path = self.folder / HALVING_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.with_suffix(".tmp").write_text(json.dumps(record, indent=1))
-        path.with_suffix(".tmp").replace(path)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # Appended, one line per decision: a reader never meets a half-written record (it takes the last
+        # whole line), and Tune's resume, which puts back the experiment's .json files as they were when
+        # it started (its staging copies), leaves this one alone.
+        with open(self.folder / HALVING_FILE, "a") as log:
+            log.write(json.dumps(record) + "\n")
+
+    def _load(self) -> None:
+        """The decisions recorded before an interruption, once, when the scheduler starts with none."""
+        if self._loaded or self.folder is None:
+            return
+        self._loaded = True
+        record = read_halving(self.folder)
+        if not self.rung and record is not None:
+            self.rung, self.scores, self.fate = record["rung"], record["scores"], record["fate"]
 
     # -- Tune's hooks
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
+        self._load()
         self.trials[trial.trial_id] = trial
         self.rung.setdefault(trial.trial_id, 0)
+        if trial.status == Trial.PENDING and trial.trial_id not in self.fate and not self._promoted(trial.trial_id):
+            # A resumed search's trial that waited at its milestone: Tune requeues it as pending and would
+            # start every pending trial, so it waits as paused for its rung's decision.
+            trial.set_status(Trial.PAUSED)
         self._save()
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
@@ -80,6 +97,9 @@ class HalvingScheduler(FIFOScheduler):
     def choose_trial_to_run(self, tune_controller):
         """A new configuration first, then a promoted one paused at its last milestone."""
         trials = tune_controller.get_trials()
+        for trial in trials:
+            if trial.trial_id in self.fate and trial.status in (Trial.PAUSED, Trial.PENDING):
+                tune_controller.stop_trial(trial)  # pruned while the search was interrupted
         if sum(1 for trial in trials if trial.status == Trial.RUNNING) >= self.plan.slots:
             return None  # the plan's slots (Tune's own limit would count paused trials and starve the rung)
         for status in (Trial.PENDING, Trial.PAUSED):
@@ -90,7 +110,7 @@ class HalvingScheduler(FIFOScheduler):
 
     def __getstate__(self):
         # Tune pickles the scheduler with the Tuner: the live trials stay out.
-        return {**self.__dict__, "trials": {}}
+        return {**self.__dict__, "trials": {}, "_loaded": False}
 
     def debug_string(self) -> str:
         return self.plan.describe()
@@ -118,7 +138,8 @@ class HalvingScheduler(FIFOScheduler):
             self.fate[trial_id] = f"pruned at rung {rung}"
             if current is not None and trial_id == current.trial_id:
                 action = TrialScheduler.STOP
-            elif trial_id in self.trials and self.trials[trial_id].status == Trial.PAUSED:
+            elif trial_id in self.trials and self.trials[trial_id].status in (Trial.PAUSED, Trial.PENDING):
+                # Paused, or pending after a resume (Tune requeues a paused trial as pending).
                 tune_controller.stop_trial(self.trials[trial_id])
         for trial_id in ranked[:keep]:
             self.rung[trial_id] = rung + 1

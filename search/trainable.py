@@ -67,9 +67,12 @@ def score_simple(params: dict, val) -> dict:
     return {"score": float(sum(scores) / len(scores)), "epoch": 1}
 
 
-def run_trial(params: dict, train=None, val=None, environment: dict | None = None, halving=None) -> None:
-    """The trainable: train (or score) one trial, reporting every epoch to Tune.
-    halving (search.halving.HalvingTrial): the validation subset early rungs score on."""
+def run_trial(params: dict, train=None, val=None, environment: dict | None = None, halving=None, groups: dict | None = None,
+              example_cache: str | None = None) -> None:
+    """The trainable: train (or score) one trial, reporting every epoch it validates to Tune.
+    halving (search.halving.HalvingTrial): which units are validated on what, and the deadline.
+    groups: the acquisition group of every image id; example_cache: where prepared training
+    examples are kept between trials and restarts."""
     os.environ.update(environment or {})
     import ray
     from ray import tune
@@ -115,29 +118,38 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
 
     try:
         validate_on = (lambda epoch: halving.validate_on(epoch, len(val))) if halving is not None else None
-        train_and_evaluate(config, train, val, workdir, on_epoch=on_epoch, validate_on=validate_on)
+        # Stop, validate and report before the deadline rather than be cut mid-unit by Tune's.
+        budget = halving.deadline - time.time() if halving is not None and halving.deadline else None
+        train_and_evaluate(config, train, val, workdir, on_epoch=on_epoch, validate_on=validate_on, time_budget_s=budget,
+                           groups=groups, example_cache=Path(example_cache) if example_cache else None)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def probe_trial(params: dict, train, val, halving, unit_steps: int, environment: dict | None = None) -> tuple[float, float, float]:
-    """(seconds per training step, seconds of the subset validation,
-    seconds to start a trial: data, model, compilation) of one trial's
-    params, measured by training three units of unit_steps steps: what a
-    halving plan is made from (search.halving.plan_halving)."""
+def probe_trial(params: dict, train, val, subset, unit_steps: int, environment: dict | None = None,
+                groups: dict | None = None, example_cache: str | None = None) -> dict:
+    """What a halving plan is made from (search.halving.plan_halving), measured
+    by training one trial's params for three units of unit_steps steps, each
+    validated on the positions `subset` of val: the second at the masks'
+    nucleus scale (as the pruning rungs score), the others as prediction
+    does (first pass included; the first compiles what the third reuses). Seconds of: a training step ('step'), the subset
+    at the masks' scale ('subset') and as prediction ('predicted_subset'),
+    and a trial's start (data, model, compilation: 'start')."""
     started = time.monotonic()
     os.environ.update(environment or {})
+    from nucjax.config import Validation
     from nucjax.train.loop import train_and_evaluate
 
     config = experiment_config({**params, "epochs": 3, "steps_per_epoch": unit_steps})
     workdir = Path(tempfile.mkdtemp(prefix="nucjax-probe-"))
     try:
-        results = train_and_evaluate(config, train, val, workdir, validate_on=lambda epoch: halving.validate_on(epoch, len(val)))
+        results = train_and_evaluate(config, train, val, workdir, validate_on=lambda epoch: Validation(tuple(subset), epoch == 2),
+                                     groups=groups, example_cache=Path(example_cache) if example_cache else None)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     total = time.monotonic() - started
-    later = results[1:]  # compiled, as every unit after a (re)start; two of them, the other probes running too
-    unit_s = sum(r.seconds for r in later) / len(later)
-    step_s = config.train.batch_size * len(later) / sum(r.images_per_s for r in later)
+    step_s = config.train.batch_size * 2 / sum(r.images_per_s for r in results[1:])
+    validations = [r.seconds - unit_steps * step_s for r in results]
     # The first unit's extra time is compilation, paid again by every (re)start.
-    return step_s, max(unit_s - unit_steps * step_s, 0.0), total - sum(r.seconds for r in later) - unit_steps * step_s
+    return {"step": step_s, "subset": max(validations[1], 0.0), "predicted_subset": max(validations[2], 0.0),
+            "start": total - sum(r.seconds for r in results[1:]) - unit_steps * step_s - validations[2]}

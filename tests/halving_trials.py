@@ -2,8 +2,10 @@
 (search.scheduler) over eight trivial trials whose score grows with their
 'quality', each resuming from its checkpoint when paused. Prints, as JSON,
 each trial's quality, reported iterations and restarts, and the fates.
+With --slow, every iteration takes half a second (time to interrupt the
+search); with --resume, the interrupted search in STORAGE goes on.
 
-    python tests/halving_trials.py ADDRESS STORAGE"""
+    python tests/halving_trials.py ADDRESS STORAGE [--slow] [--resume]"""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import ray
@@ -32,20 +35,25 @@ def trial(config):
     for iteration in range(start + 1, PLAN.total_units + 1):
         folder = tempfile.mkdtemp()
         (Path(folder) / "state.json").write_text(json.dumps({"iteration": iteration, "restarts": restarts}))
+        time.sleep(config.get("pause_s", 0.0))
         score = config["quality"] * iteration / PLAN.total_units
         tune.report({"score": score, "loss": 1 - score, "iteration": iteration, "restarts": restarts},
                     checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def main(address: str, storage: str) -> None:
+def main(address: str, storage: str, slow: bool = False, resume: bool = False) -> None:
     ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     qualities = [0.3, 0.9, 0.1, 0.7, 0.5, 0.8, 0.2, 0.6]
-    tuner = tune.Tuner(
-        tune.with_resources(trial, {"cpu": 1}),
-        param_space={"quality": tune.grid_search(qualities)},
-        tune_config=tune.TuneConfig(metric="score", mode="max", scheduler=HalvingScheduler(PLAN, Path(storage))),
-        run_config=tune.RunConfig(name=Path(storage).name, storage_path=str(Path(storage).parent), verbose=0),
-    )
+    trainable = tune.with_resources(trial, {"cpu": 1})
+    if resume:
+        tuner = tune.Tuner.restore(storage, trainable=trainable)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"quality": tune.grid_search(qualities), "pause_s": 0.5 if slow else 0.0},
+            tune_config=tune.TuneConfig(metric="score", mode="max", scheduler=HalvingScheduler(PLAN, Path(storage))),
+            run_config=tune.RunConfig(name=Path(storage).name, storage_path=str(Path(storage).parent), verbose=0),
+        )
     results = tuner.fit()
     record = read_halving(storage)
     out = {"fates": fates(record), "trials": {}}
@@ -59,4 +67,4 @@ def main(address: str, storage: str) -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], "--slow" in sys.argv[3:], "--resume" in sys.argv[3:])

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import pytest
 
+from nucjax.config import Validation
 from search.halving import (
+    FULL_VALIDATION_SHARE,
     PLANNED_SHARE,
+    PRUNING_SHARE,
+    HalvingTrial,
     PlanError,
     fates,
     plan_halving,
@@ -72,3 +76,30 @@ def test_the_record_gives_each_trial_its_fate_and_each_rung_its_counts():
     assert fates(record) == {"t1": "survivor", "t2": "survivor", "t3": "pruned at rung 1",
                              "t4": "pruned at rung 0", "t5": "error"}
     assert rung_counts(record) == [(5, 3, 37), (3, 2, 111), (2, 0, plan.rungs[-1].units * 37)]
+
+
+def test_the_first_rung_takes_as_many_configurations_as_the_pruning_share_affords():
+    # This machine's real-data figures once starts and subset validation got cheaper: not only 6 or 18 (slots * 3**R).
+    plan = plan_halving(56 * 60, 2, 37, 50.0, 45.0, subset_s=8.0, full_s=100.0)
+    assert [(r.configs, r.units) for r in plan.rungs[:-1]] == [(14, 1), (5, 3)]
+    spent = plan.slot_seconds()
+    assert sum(spent[:-1]) <= PRUNING_SHARE * 56 * 60 * 2 * PLANNED_SHARE < sum(spent)
+    # Each rung keeps the best third, rounded up, never fewer than the slots.
+    assert [r.configs for r in plan_halving(3600, 2, 37, 30.0, 10.0).rungs] == [26, 9, 3, 2]
+
+
+def test_survivors_validate_the_whole_split_every_few_units_within_their_share():
+    plan = plan_halving(3600, 2, 37, 50.0, 20.0, subset_s=8.0, full_s=100.0)
+    train_s = plan.unit_seconds - plan.subset_seconds
+    assert plan.full_every == 16 and plan.full_seconds / plan.full_every <= FULL_VALIDATION_SHARE * train_s
+    assert plan.survivor_unit_seconds == pytest.approx(train_s + 100.0 / 16)
+    # Costed: dearer whole-split validation leaves the survivors fewer units.
+    assert plan_halving(3600, 2, 37, 50.0, 20.0, subset_s=8.0, full_s=400.0).total_units < plan.total_units
+
+
+def test_a_trial_scores_its_rungs_on_the_subset_and_as_a_survivor_the_whole_split_now_and_then():
+    trial = HalvingTrial(subset=(0, 3, 5), subset_until=9, full_every=4, total_units=20)
+    assert trial.validate_on(1, 50) == trial.validate_on(9, 50) == Validation((0, 3, 5), at_true_scale=True)
+    whole = Validation(tuple(range(50)))
+    assert [u for u in range(10, 21) if trial.validate_on(u, 50) == whole] == [10, 13, 17, 20]
+    assert all(trial.validate_on(u, 50) == Validation(()) for u in (11, 12, 14, 18, 19))

@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 
 from nucjax.inference import padded_side, predict_image, predict_tiled
-from nucjax.inputs import InputConfig, model_inputs, reflect_pad, training_examples
+import nucjax.inputs
+from nucjax.augment import AugmentConfig
+from nucjax.inputs import InputConfig, cached_training_examples, model_inputs, reflect_pad, training_examples
 
 
 def identity_forward(x):
@@ -73,3 +75,23 @@ def test_training_examples_are_resized_once(tiny_samples, mode):
             assert x.shape[:2] == labels.shape == (32, 32)
         else:  # shrunk to the canonical diameter, never enlarged
             assert x.shape[:2] == labels.shape and labels.shape[0] <= sample.labels.shape[0]
+
+
+def test_prepared_examples_are_kept_and_read_back_identical(tmp_path, tiny_samples, monkeypatch):
+    """A search trial restarted after a pause reads its examples instead of preparing them again."""
+    config, augment = InputConfig(size=32), AugmentConfig(recolour=0.5)
+    made = cached_training_examples(tmp_path, tiny_samples, "extended", config, augment, seed=3)
+    assert len(list(tmp_path.glob("examples-*.npz"))) == 1
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("prepared again")
+
+    monkeypatch.setattr(nucjax.inputs, "training_examples", refuse)
+    read = cached_training_examples(tmp_path, tiny_samples, "extended", config, augment, seed=3)
+    assert len(read) == len(made) and any(len(e.variants) == 2 for e in read)
+    for a, b in zip(made, read):
+        assert np.array_equal(a.labels, b.labels) and len(a.variants) == len(b.variants)
+        assert all(np.array_equal(x, y) for x, y in zip(a.variants, b.variants))
+    # Other inputs, another file: nothing stale is read.
+    with pytest.raises(AssertionError, match="prepared again"):
+        cached_training_examples(tmp_path, tiny_samples, "extended", InputConfig(size=32, diameter=16.0), augment, seed=3)

@@ -276,25 +276,54 @@ def test_an_impossible_resource_request_is_refused(cluster, tmp_path):
     assert "no node can hold a trial" in output
 
 
-def test_successive_halving_pauses_resumes_and_keeps_the_best(cluster, tmp_path):
-    """search.scheduler on the cluster, over trivial trials (tests/halving_trials.py):
-    each rung waits for all its trials, the best go on from their checkpoints, the rest stop."""
-    storage = tmp_path / "halving"
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "halving_trials.py"), cluster["address"], str(storage)],
-                          cwd=ROOT, env={**cluster["env"], "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                          timeout=240)
+def run_halving(cluster, storage: Path, *flags: str, wait: bool = True):
+    """tests/halving_trials.py on the cluster: its JSON, or the running process (wait=False)."""
+    command = [sys.executable, str(ROOT / "tests" / "halving_trials.py"), cluster["address"], str(storage), *flags]
+    options = {"cwd": ROOT, "env": {**cluster["env"], "PYTHONPATH": str(ROOT)}, "text": True}
+    if not wait:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options)
+    done = subprocess.run(command, capture_output=True, timeout=240, **options)
     assert done.returncode == 0, done.stderr[-3000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def check_halving(found: dict) -> dict:
+    """Each rung kept its best (qualities 0.9 and 0.8 survive; 0.7, 0.6 leave at rung 1), and every trial went on
+    from its checkpoint, never from scratch, to its rung's end. The trials by quality."""
     by_quality = {t["quality"]: (trial_id, t) for trial_id, t in found["trials"].items()}
     fate = {quality: found["fates"][trial_id] for quality, (trial_id, _) in by_quality.items()}
-    assert [q for q, f in fate.items() if f == "survivor"] and {q for q, f in fate.items() if f == "survivor"} == {0.9, 0.8}
+    assert {q for q, f in fate.items() if f == "survivor"} == {0.9, 0.8}
     assert {q for q, f in fate.items() if f == "pruned at rung 1"} == {0.7, 0.6}
     assert {q for q, f in fate.items() if f == "pruned at rung 0"} == {0.5, 0.3, 0.2, 0.1}
     for quality, (_, trial) in by_quality.items():
         reached = {"survivor": 4, "pruned at rung 1": 2, "pruned at rung 0": 1}[fate[quality]]
-        # Resumed where it paused, never from scratch: iterations only go up, to the rung's end. (Tune's
-        # history now and then lacks the row of the result a trial paused at; its checkpoint is there.)
+        # Iterations only go up, to the rung's end. (Tune's history now and then lacks the row of the
+        # result a trial paused at, and a trial interrupted mid-iteration repeats it; its checkpoint is there.)
         iterations = trial["iterations"]
-        assert iterations[0] == 1 and iterations[-1] == reached and iterations == sorted(set(iterations))
+        assert iterations[0] == 1 and iterations[-1] == reached and iterations == sorted(iterations)
+    return {quality: trial for quality, (_, trial) in by_quality.items()}
+
+
+def test_successive_halving_pauses_resumes_and_keeps_the_best(cluster, tmp_path):
+    """search.scheduler on the cluster, over trivial trials (tests/halving_trials.py):
+    each rung waits for all its trials, the best go on from their checkpoints, the rest stop."""
+    trials = check_halving(run_halving(cluster, tmp_path / "halving"))
+    assert all(t["iterations"] == sorted(set(t["iterations"])) for t in trials.values())
     # Eight trials on two slots: the rungs' waits paused some, which came back from their checkpoints.
-    assert max(t["restarts"] for _, t in by_quality.values()) >= 1
+    assert max(t["restarts"] for t in trials.values()) >= 1
+
+
+def test_an_interrupted_halving_search_resumes_with_its_paused_trials(cluster, tmp_path):
+    """Tune saves no scheduler state: a resumed halving search takes its rungs, scores and fates from
+    halving.jsonl, and its paused trials (requeued as pending) go on or stop as their rung decides."""
+    from search.halving import fates, read_halving
+
+    storage = tmp_path / "halving"
+    process = run_halving(cluster, storage, "--slow", wait=False)
+    paused = lambda: (read_halving(storage) or {}).get("scores", {}).get("0", {})  # noqa: E731
+    wait_for(lambda: len(paused()) >= 3, 180, "trials paused at the first rung")
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    interrupted = fates(read_halving(storage))
+    assert "survivor" not in interrupted.values()  # stopped before the last rung
+    check_halving(run_halving(cluster, storage, "--resume"))

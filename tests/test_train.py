@@ -253,3 +253,45 @@ def test_a_paused_run_trains_exactly_as_one_never_paused(tmp_path, tiny_samples)
     assert [r.loss for r in resumed] == [r.loss for r in straight[1:]]
     assert [r.score for r in resumed] == [r.score for r in straight[1:]]
     assert [r.validated_images for r in straight] == [1, 1, len(val)]
+
+
+def test_an_epoch_given_no_images_is_not_validated_saved_or_reported(tmp_path, tiny_samples):
+    """A halving search's survivors validate every few units: the epochs in
+    between train as usual (the same losses after them) but leave nothing."""
+    config = tiny_experiment(train={"epochs": 4, "steps_per_epoch": 2, "max_to_keep": 10})
+    train, val = split(tiny_samples)
+    sparse = loop.train_and_evaluate(config, train, val, tmp_path / "sparse",
+                                     validate_on=lambda epoch: range(len(val)) if epoch in (2, 4) else ())
+    every = loop.train_and_evaluate(config, train, val, tmp_path / "every")
+    assert [r.epoch for r in sparse] == [2, 4]
+    assert sorted(p.name for p in (tmp_path / "sparse" / "checkpoints").iterdir()) == ["epoch_0002", "epoch_0004"]
+    assert [(r.loss, r.score) for r in sparse] == [(r.loss, r.score) for r in every if r.epoch in (2, 4)]
+
+
+def test_a_budget_stop_validates_as_the_last_epoch_would(tmp_path, tiny_samples):
+    config = tiny_experiment(train={"epochs": 50, "steps_per_epoch": 50})
+    train, val = split(tiny_samples)
+    results = loop.train_and_evaluate(config, train, val, tmp_path, time_budget_s=1.0,
+                                      validate_on=lambda epoch: range(len(val)) if epoch == 50 else ())
+    assert len(results) == 1 and results[0].stopped_early and results[0].validated_images == len(val)
+    assert best_checkpoint(tmp_path).epoch == 1
+
+
+def test_validation_at_the_true_scale_sizes_each_image_by_its_masks(tmp_path, tiny_samples):
+    """What a halving search's pruning rungs score: no first pass, each image
+    at the diameter its masks give; prediction's path sizes by the network."""
+    from nucjax.config import Validation
+    from nucjax.scale import median_diameter, scale_to, snapped
+
+    train, val = split(tiny_samples)
+    # Trained at half the nuclei's size, so the masks' scale is not the native one.
+    half = float(np.median([median_diameter(s.labels) for s in val])) / 2
+    config = tiny_experiment(train={"epochs": 1, "steps_per_epoch": 1}, inputs={"diameter": half})
+    positions = tuple(range(len(val)))
+    proxy = loop.train_and_evaluate(config, train, val, tmp_path / "proxy", validate_on=lambda e: Validation(positions, True))
+    scales = read_checkpoint(tmp_path / "proxy" / "checkpoints" / "epoch_0001").metrics["image_scales"]
+    truth = [snapped(scale_to(median_diameter(s.labels), config.inputs.diameter)) for s in val]
+    assert scales == truth and any(scale < 1 for scale in truth) and proxy[0].validated_images == len(val)
+    predicted = loop.train_and_evaluate(config, train, val, tmp_path / "predicted")
+    # An untrained network's own estimate is not the masks' (a check that could not fail otherwise).
+    assert read_checkpoint(tmp_path / "predicted" / "checkpoints" / "epoch_0001").metrics["image_scales"] != truth

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from nucjax.config import ExperimentConfig, TrainConfig
+from nucjax.config import ExperimentConfig, TrainConfig, Validation, as_validation
 from nucjax.data import acquisition_groups, image_kind
 from nucjax.inference import Predictor
 from nucjax.batches import (
@@ -32,10 +32,10 @@ from nucjax.batches import (
     packed_bytes,
     streamed_sets,
 )
-from nucjax.inputs import training_examples
+from nucjax.inputs import cached_training_examples, training_examples
 from nucjax.models.unet import build_model
-from nucjax.scale import resize_image
-from nucjax.segmenter import Model, Segmenter, calibrate_segmenter, labelled_maps
+from nucjax.scale import median_diameter, resize_image
+from nucjax.segmenter import Model, Segmenter, Sizing, calibrate_segmenter, fingerprint, labelled_maps
 from nucjax.train.checkpoints import (
     CheckpointInfo,
     latest_checkpoint,
@@ -201,10 +201,14 @@ def mean_by(scores, keys) -> dict:
     return {k: float(np.mean([s for s, kk in zip(scores, keys) if kk == k])) for k in sorted(set(keys))}
 
 
-def evaluate(segmenter: Segmenter, val_samples, kinds, groups, config: ExperimentConfig):
+def evaluate(segmenter: Segmenter, val_samples, kinds, groups, config: ExperimentConfig, at_true_scale: bool = False):
     """Predict the validation images, calibrate post-processing on them, then
     score each on its own pixels: (metrics, config carrying the calibrated
-    post-processing, probability maps at the images' sizes)."""
+    post-processing, probability maps at the images' sizes). at_true_scale:
+    each image at the nucleus diameter its masks give, with no first pass."""
+    if at_true_scale:
+        sized = {fingerprint(s.image): Sizing(median_diameter(s.labels)) for s in val_samples}
+        segmenter = segmenter.replace(scale_by="image", plan=sized)
     labelled = labelled_maps(segmenter, val_samples)
     post, scores = calibrate_segmenter(segmenter, labelled, base=config.postprocess)
     maps = [item.maps[0] for item in labelled]
@@ -258,6 +262,8 @@ def train_and_evaluate(
     on_step=None,
     on_epoch=None,
     validate_on=None,
+    groups: dict | None = None,
+    example_cache: Path | None = None,
 ) -> list[EpochResult]:
     """Train a U-Net on labelled samples, validating and checkpointing every epoch.
 
@@ -267,7 +273,12 @@ def train_and_evaluate(
     epochs (so the learning-rate schedule ends with the budget) from timed
     steps. on_step(step, loss) and on_epoch(EpochResult, validation maps) report progress.
     validate_on(epoch) gives the positions in val_samples that epoch is
-    validated (and calibrated) on; default all.
+    validated (and calibrated) on, or a Validation; default all. An epoch
+    given none is neither validated nor saved nor reported, unless the
+    budget stops training there (it then validates as the last epoch would).
+    groups: every sample's acquisition group by image id (computed here
+    when not given). example_cache: a folder keeping the prepared
+    training examples (nucjax.inputs.cached_training_examples).
     Raises TrainingDiverged on NaN or exploding loss or all-foreground output.
     """
     start_time = time.monotonic()
@@ -282,10 +293,13 @@ def train_and_evaluate(
     val_kinds = [image_kind(s.image) for s in val_samples]
     # Groups are clustered over every image, so their names match the split's.
     everything = list(train_samples) + val_samples
-    groups = acquisition_groups([s.image_id for s in everything], [s.image for s in everything])
+    if groups is None:
+        groups = acquisition_groups([s.image_id for s in everything], [s.image for s in everything])
     val_groups = [groups[s.image_id] for s in val_samples]
-    batches = Batches(training_examples(train_samples, config.model.model, config.inputs, config.augment, config.train.seed),
-                      config, [groups[s.image_id] for s in train_samples])
+    examples = (cached_training_examples(example_cache, train_samples, config.model.model, config.inputs, config.augment,
+                                         config.train.seed) if example_cache is not None else
+                training_examples(train_samples, config.model.model, config.inputs, config.augment, config.train.seed))
+    batches = Batches(examples, config, [groups[s.image_id] for s in train_samples])
 
     if resume is None and fit_epochs_to_budget and time_budget_s:
         step_seconds = seconds_per_step(model, config, batches)
@@ -352,11 +366,18 @@ def train_and_evaluate(
             check(float(pending[0]), pending[1])
         train_seconds = time.monotonic() - epoch_start
 
+        validation = as_validation(validate_on(epoch) if validate_on is not None else range(len(val_samples)))
+        if stopped_early and not validation.images:
+            validation = as_validation(validate_on(config.train.epochs))
+        if not validation.images:
+            continue
         val_start = time.monotonic()
-        chosen = list(validate_on(epoch)) if validate_on is not None else range(len(val_samples))
+        chosen = validation.images
         metrics, config, maps = evaluate(live_segmenter(predictor.bind(validated), config), [val_samples[i] for i in chosen],
-                                         [val_kinds[i] for i in chosen], [val_groups[i] for i in chosen], config)
-        val_seconds = time.monotonic() - val_start
+                                         [val_kinds[i] for i in chosen], [val_groups[i] for i in chosen], config,
+                                         validation.at_true_scale)
+        # The longest so far: the budget must leave room for a whole-split validation after a subset's.
+        val_seconds = max(val_seconds, time.monotonic() - val_start)
         if metrics["foreground"] > ALL_FOREGROUND:
             raise TrainingDiverged(
                 f"epoch {epoch}: {100 * metrics['foreground']:.0f}% of validation pixels predicted as nucleus "
