@@ -166,13 +166,15 @@ def cached_training_examples(folder: Path, samples, model: str, config: InputCon
         try:
             with np.load(path, allow_pickle=False) as stored:
                 counts = stored["counts"]
-                return [Example(tuple(stored[f"x{i}_{k}"] for k in range(c)), stored[f"y{i}"]) for i, c in enumerate(counts)]
+                return [Example(tuple(stored[f"x{i}_{k}"] for k in range(c)), stored[f"y{i}"].astype(np.int32))
+                        for i, c in enumerate(counts)]
         except (OSError, KeyError, ValueError):
             pass  # unreadable (a torn copy, an older layout): made again below
     examples = training_examples(samples, model, config, augment_config, seed)
     arrays = {"counts": np.array([len(e.variants) for e in examples], np.int32)}
     for i, example in enumerate(examples):
-        arrays[f"y{i}"] = example.labels
+        # Labels as uint16 where they fit (nearly always): a third of the file, read back as int32.
+        arrays[f"y{i}"] = example.labels.astype(np.uint16) if example.labels.max(initial=0) < 2**16 else example.labels
         arrays.update({f"x{i}_{k}": variant for k, variant in enumerate(example.variants)})
     path.parent.mkdir(parents=True, exist_ok=True)
     # Written aside and moved into place: trials preparing the same examples at once never read half a file.

@@ -77,11 +77,14 @@ def make_report_refresh(folder: Path, every_s: float = 20.0):
 #: The validation images early rungs score (all groups represented), and
 #: the units an epoch of the space is cut into: trials report that often,
 #: but train at least MIN_UNIT_TRAIN_S (and twice their validation) between reports.
-SUBSET_IMAGES = 24
+SUBSET_IMAGES = 16
 UNITS_PER_EPOCH = 4
+#: The least steps of a probe's unit (search.trainable.probe_trial).
+PROBE_STEPS = 10
 MIN_UNIT_TRAIN_S = 10.0
-#: Seconds Ray takes to start (or restart) a trial's process, and to take a report and its checkpoint.
-TRIAL_START_S = 10.0
+#: Seconds Ray takes to start (or restart) a trial's process, beyond what the probe times (measured: ~3 s
+#: between one trial's last report and the next one's start on the slot), and to take a report and its checkpoint.
+TRIAL_START_S = 5.0
 REPORT_S = 1.0
 #: Trials stop training this long before the deadline, to validate, report and hand in their checkpoint.
 DEADLINE_MARGIN_S = 20.0
@@ -119,7 +122,9 @@ def plan_search(args, ray, train, val, space: dict, deadline: float, groups: dic
     from search.trainable import probe_trial, trial_environment
 
     subset = validation_subset([groups[s.image_id] for s in val], max(SUBSET_IMAGES, FILM_IMAGES), FILM_IMAGES)
-    probe_steps = args.rung_steps or max(10, int(space.get("steps_per_epoch", 100)) // UNITS_PER_EPOCH)
+    least_steps = args.rung_steps or max(10, int(space.get("steps_per_epoch", 100)) // UNITS_PER_EPOCH)
+    # The probe's units are shorter than the trials': it times steps, not what they learn.
+    probe_steps = max(PROBE_STEPS, least_steps // 3)
     probe = ray.remote(probe_trial).options(num_cpus=args.cpus_per_trial, num_gpus=args.gpus_per_trial)
     environment = trial_environment(args.cpus_per_trial, args.gpus_per_trial)
     count = slots(args, ray)
@@ -128,7 +133,7 @@ def plan_search(args, ray, train, val, space: dict, deadline: float, groups: dic
     step_s, subset_s, predicted_s, start_s = (max(t[key] for t in timed) for key in ("step", "subset", "predicted_subset", "start"))
     pixels = [s.image.shape[0] * s.image.shape[1] for s in val]
     full_s = predicted_s * sum(pixels) / sum(pixels[i] for i in subset)
-    unit_steps = args.rung_steps or max(probe_steps, math.ceil(max(MIN_UNIT_TRAIN_S, 2 * subset_s) / step_s))
+    unit_steps = args.rung_steps or max(least_steps, math.ceil(max(MIN_UNIT_TRAIN_S, 2 * subset_s) / step_s))
     plan = plan_halving(deadline - time.monotonic(), count, unit_steps, unit_steps * step_s + subset_s + REPORT_S,
                         start_s + TRIAL_START_S, spent_s=time.monotonic() - args.started, subset_s=subset_s, full_s=full_s)
     # Trials stop a little before Tune's deadline, so their last validation and report land.
