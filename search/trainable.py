@@ -132,9 +132,10 @@ def probe_trial(params: dict, train, val, subset, unit_steps: int, environment: 
     by training one trial's params for three units of unit_steps steps, each
     validated on the positions `subset` of val: the second at the masks'
     nucleus scale (as the pruning rungs score), the others as prediction
-    does (first pass included; the first compiles what the third reuses). Seconds of: a training step ('step'), the subset
-    at the masks' scale ('subset') and as prediction ('predicted_subset'),
-    and a trial's start (data, model, compilation: 'start')."""
+    does (first pass included; the first compiles what the third reuses).
+    Seconds of: a training step ('step'), the subset at the masks' scale
+    ('subset') and as prediction ('predicted_subset'), and a trial's start
+    (data, model, compilation: 'start')."""
     started = time.monotonic()
     os.environ.update(environment or {})
     from nucjax.config import Validation
