@@ -90,8 +90,12 @@ class Experiment:
         return self.folder / trial
 
     def kept_checkpoints(self, trial: str) -> list[Path]:
-        """The complete checkpoints a trial kept here, oldest first."""
-        return sorted(p.parent for p in self.trial_folder(trial).glob("checkpoint_*/checkpoint.json"))
+        """The complete checkpoints a trial kept here, oldest first: those
+        validated on the whole validation split when it has any (a halving
+        search's pruning rungs score a subset, a number prediction does not give)."""
+        found = sorted(p.parent for p in self.trial_folder(trial).glob("checkpoint_*/checkpoint.json"))
+        whole = [c for c in found if self.val_ids is not None and _validated_images(c) == len(self.val_ids)]
+        return whole or found
 
     def best_checkpoint(self) -> Path:
         """The best trial's best kept checkpoint (looked up in this folder,
@@ -125,6 +129,14 @@ class Experiment:
         """A checkpoint path recorded elsewhere, found under this folder."""
         moved = self.folder / checkpoint.parent.name / checkpoint.name
         return moved if moved.is_dir() else checkpoint
+
+
+def _validated_images(checkpoint: Path) -> int | None:
+    """How many validation images scored a checkpoint (its checkpoint.json's metrics)."""
+    try:
+        return json.loads((checkpoint / "checkpoint.json").read_text())["metrics"].get("images")
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
 
 
 def latest_experiment(runs: Path) -> Path:

@@ -171,7 +171,7 @@ def make_tuner(args, storage: str, smoke: bool, train, val, space: dict, halving
     from ray.tune.schedulers import ASHAScheduler
 
     from search.scheduler import HalvingScheduler
-    from search.trainable import run_trial, trial_environment
+    from search.trainable import RANK_SCORE, run_trial, trial_environment
 
     environment = trial_environment(args.cpus_per_trial, args.gpus_per_trial)
     # The split travels in every trial's config, so nucjax.predict --split val finds the trial's validation images.
@@ -196,7 +196,8 @@ def make_tuner(args, storage: str, smoke: bool, train, val, space: dict, halving
         storage_path=parent,
         callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=args.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=args.keep_checkpoints, checkpoint_score_attribute="score", checkpoint_score_order="max"),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=args.keep_checkpoints, checkpoint_score_attribute=RANK_SCORE,
+                                                 checkpoint_score_order="max"),
         verbose=args.verbose,
     )
     if args.resume:
@@ -242,6 +243,8 @@ def trial_rows(results, fates: dict | None = None, cpus_per_trial: float = 1.0) 
     """One row per trial, its best epoch, ranked by score: scores on the
     whole validation split first (a halving search's early rungs score a
     subset, not comparable). fates: a halving search's, by trial id."""
+    from search.trainable import RANK_SCORE
+
     rows = []
     histories = [r.metrics_dataframe for r in results]
     counts = [h["validated_images"].max() for h in histories
@@ -253,7 +256,8 @@ def trial_rows(results, fates: dict | None = None, cpus_per_trial: float = 1.0) 
             continue
         on_whole = history[history["validated_images"] == whole] if whole is not None else history
         best = (on_whole if not on_whole.empty else history).loc[lambda h: h["score"].idxmax()]
-        checkpoint = result.get_best_checkpoint("score", "max") if result.best_checkpoints else result.checkpoint
+        ranked_by = RANK_SCORE if RANK_SCORE in history else "score"  # older searches reported no rank_score
+        checkpoint = result.get_best_checkpoint(ranked_by, "max") if result.best_checkpoints else result.checkpoint
         row = {
             "trial": _trial_id(result),
             "score": float(best["score"]),

@@ -18,6 +18,8 @@ from pathlib import Path
 
 #: What a trial reports each epoch, besides its config.
 METRICS = ("score", "loss", "epoch", "foreground", "images_per_s")
+#: The metric Tune ranks a trial's checkpoints by (see run_trial).
+RANK_SCORE = "rank_score"
 
 
 def experiment_config(params: dict, device_bytes: int | None = None):
@@ -113,7 +115,10 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
         metrics.update({f"score_group_{group}": value for group, value in result.scores_by_group.items()})
         metrics.update({"calibrated": json.dumps(result.postprocess), "node": node, "batch_size": config.train.batch_size,
                         "pipeline": result.pipeline, "precision": config.train.precision,
-                        "validated_images": result.validated_images, "seconds": result.seconds})
+                        "validated_images": result.validated_images, "seconds": result.seconds,
+                        # What Tune keeps checkpoints by: whole-split scores above any subset's (a halving
+                        # search's pruning rungs), which prediction would not reproduce.
+                        RANK_SCORE: result.score - (result.validated_images < len(val))})
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(result.checkpoint))
 
     try:

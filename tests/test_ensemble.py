@@ -197,6 +197,19 @@ def test_top_k_takes_the_checkpoints_of_the_best_trials_in_this_folder(tmp_path)
         trial_checkpoints(experiment, "trial_x")
 
 
+def test_a_halving_trials_candidates_are_its_checkpoints_validated_on_the_whole_split(tmp_path):
+    """Its pruning rungs scored a subset (at the masks' scale): those checkpoints are no candidates once
+    the trial has whole-split ones, which is what prediction reproduces."""
+    folder = fake_experiment(tmp_path / "exp", {"trial_a": (0.5, ["checkpoint_000000", "checkpoint_000001",
+                                                                    "checkpoint_000004", "checkpoint_000009"])})
+    record = json.loads((folder / "experiment.json").read_text())
+    (folder / "experiment.json").write_text(json.dumps({**record, "val_ids": ["v1", "v2", "v3"]}))
+    for name, images in [("checkpoint_000000", 2), ("checkpoint_000001", 2), ("checkpoint_000004", 3), ("checkpoint_000009", 3)]:
+        (folder / "trial_a" / name / "checkpoint.json").write_text(json.dumps({"metrics": {"images": images}}))
+    assert trial_checkpoints(read_experiment(folder), "trial_a") == [folder / "trial_a" / "checkpoint_000004",
+                                                                      folder / "trial_a" / "checkpoint_000009"]
+
+
 def test_the_latest_experiment_is_found_and_its_absence_explained(tmp_path):
     import os
 
