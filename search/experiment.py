@@ -240,9 +240,10 @@ def parameter_keys() -> list[str]:
 
 
 def trial_rows(results, fates: dict | None = None, cpus_per_trial: float = 1.0) -> list[dict]:
-    """One row per trial, its best epoch, ranked by score: scores on the
-    whole validation split first (a halving search's early rungs score a
-    subset, not comparable). fates: a halving search's, by trial id."""
+    """One row per trial, ranked by score: its kept checkpoint chosen as
+    nucjax.train chooses (chosen_checkpoint), or its best epoch; scores on
+    the whole validation split first (a halving search's early rungs score
+    a subset, not comparable). fates: a halving search's, by trial id."""
     from search.trainable import RANK_SCORE
 
     rows = []
@@ -258,13 +259,18 @@ def trial_rows(results, fates: dict | None = None, cpus_per_trial: float = 1.0) 
         best = (on_whole if not on_whole.empty else history).loc[lambda h: h["score"].idxmax()]
         ranked_by = RANK_SCORE if RANK_SCORE in history else "score"  # older searches reported no rank_score
         checkpoint = result.get_best_checkpoint(ranked_by, "max") if result.best_checkpoints else result.checkpoint
+        checkpoint = checkpoint.path if checkpoint is not None else ""
+        chosen = chosen_checkpoint(result, whole)
+        if chosen is not None and "epoch" in history and (history["epoch"] == chosen.epoch).any():
+            # As nucjax.train chooses: the latest unless an earlier one is better beyond the noise.
+            best, checkpoint = history[history["epoch"] == chosen.epoch].iloc[-1], str(chosen.path)
         row = {
             "trial": _trial_id(result),
             "score": float(best["score"]),
             "epoch": int(best.get("epoch", best.get("training_iteration", 0))),
             "epochs_run": int(history["training_iteration"].max()),
             "calibrated": best.get("calibrated", ""),
-            "checkpoint": checkpoint.path if checkpoint is not None else "",
+            "checkpoint": checkpoint,
             "node": best.get("node", ""),
             "error": str(result.error) if result.error else "",
             "validated": "all" if whole is None or not on_whole.empty else f"subset of {int(best['validated_images'])}",
@@ -278,6 +284,22 @@ def trial_rows(results, fates: dict | None = None, cpus_per_trial: float = 1.0) 
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank
     return rows
+
+
+def chosen_checkpoint(result, whole: int | None):
+    """The trial's checkpoint by nucjax.train's rule (choose_checkpoint: the
+    latest, unless an earlier one scores better beyond the noise) among
+    those it kept that scored `whole` validation images; None without any."""
+    from nucjax.train.checkpoints import CheckpointError, choose_checkpoint, read_checkpoint
+
+    found = []
+    for checkpoint, metrics in result.best_checkpoints or ():
+        if whole is None or metrics.get("validated_images") == whole:
+            try:
+                found.append(read_checkpoint(Path(checkpoint.path)))
+            except CheckpointError:
+                continue
+    return choose_checkpoint(sorted(found, key=lambda info: info.epoch)) if found else None
 
 
 def _trial_id(result) -> str:

@@ -103,3 +103,20 @@ def test_a_trial_scores_its_rungs_on_the_subset_and_as_a_survivor_the_whole_spli
     whole = Validation(tuple(range(50)))
     assert [u for u in range(10, 21) if trial.validate_on(u, 50) == whole] == [10, 13, 17, 20]
     assert all(trial.validate_on(u, 50) == Validation(()) for u in (11, 12, 14, 18, 19))
+
+
+def test_a_trials_checkpoint_is_chosen_as_a_run_chooses_among_its_whole_split_ones(tiny_run):
+    """search.experiment.chosen_checkpoint: nucjax.train's noise rule over what the trial kept, leaving out
+    checkpoints scored on a subset (a halving search's pruning rungs)."""
+    from types import SimpleNamespace
+
+    from nucjax.train.checkpoints import choose_checkpoint, list_checkpoints
+    from search.experiment import chosen_checkpoint
+
+    found = list_checkpoints(tiny_run)
+    whole = found[-1].metrics["images"]
+    kept = [(SimpleNamespace(path=str(info.path)), {"validated_images": whole}) for info in found]
+    assert chosen_checkpoint(SimpleNamespace(best_checkpoints=kept), whole).path == choose_checkpoint(found).path
+    subset_latest = kept[:-1] + [(kept[-1][0], {"validated_images": whole - 1})]
+    assert chosen_checkpoint(SimpleNamespace(best_checkpoints=subset_latest), whole).path == found[0].path
+    assert chosen_checkpoint(SimpleNamespace(best_checkpoints=[]), whole) is None
