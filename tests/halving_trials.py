@@ -2,7 +2,7 @@
 (search.scheduler) over eight trivial trials whose score grows with their
 'quality', each resuming from its checkpoint when paused. Prints, as JSON,
 each trial's quality, reported iterations and restarts, and the fates.
-With --slow, every iteration takes half a second (time to interrupt the
+With --slow, every iteration takes a quarter second (time to interrupt the
 search); with --resume, the interrupted search in STORAGE goes on.
 
     python tests/halving_trials.py ADDRESS STORAGE [--slow] [--resume]"""
@@ -50,7 +50,7 @@ def main(address: str, storage: str, slow: bool = False, resume: bool = False) -
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space={"quality": tune.grid_search(qualities), "pause_s": 0.5 if slow else 0.0},
+            param_space={"quality": tune.grid_search(qualities), "pause_s": 0.25 if slow else 0.0},
             tune_config=tune.TuneConfig(metric="score", mode="max", scheduler=HalvingScheduler(PLAN, Path(storage))),
             run_config=tune.RunConfig(name=Path(storage).name, storage_path=str(Path(storage).parent), verbose=0),
         )
