@@ -138,7 +138,7 @@ def plan_search(args, ray, train, val, space: dict, deadline: float, groups: dic
                         start_s + TRIAL_START_S, spent_s=time.monotonic() - args.started, subset_s=subset_s, full_s=full_s)
     # Trials stop a little before Tune's deadline, so their last validation and report land.
     wall_deadline = time.time() + deadline - time.monotonic() - DEADLINE_MARGIN_S
-    return plan, HalvingTrial(subset, plan.rungs[-2].units, plan.full_every, plan.total_units, wall_deadline)
+    return plan, HalvingTrial.of(plan, subset, wall_deadline)
 
 
 def resumed_halving(folder: Path, recorded: dict):
@@ -151,9 +151,7 @@ def resumed_halving(folder: Path, recorded: dict):
     plan = read_plan(halving["plan"])
     last_decision = (folder / HALVING_FILE).stat().st_mtime if (folder / HALVING_FILE).is_file() else time.time()
     left = recorded["time_budget_min"] * 60 - (last_decision - recorded.get("started_at", last_decision))
-    trial = HalvingTrial(tuple(halving["subset"]), halving["subset_until"], halving.get("full_every", 1), plan.total_units,
-                         time.time() + max(left, 0.0) - DEADLINE_MARGIN_S)
-    return plan, trial
+    return plan, HalvingTrial.of(plan, halving["subset"], time.time() + max(left, 0.0) - DEADLINE_MARGIN_S)
 
 
 def example_cache() -> str:
@@ -373,8 +371,7 @@ def run_search(args, storage: str, smoke: bool) -> str:
         except PlanError as err:
             fail(str(err))
         plan, trial = halving
-        how["halving"] = {"plan": plan_record(plan), "subset": list(trial.subset), "subset_until": trial.subset_until,
-                          "full_every": trial.full_every}
+        how["halving"] = {"plan": plan_record(plan), "subset": list(trial.subset), "subset_until": trial.subset_until}
         print(plan.describe(), flush=True)
     experiment = Experiment(Path(local or "."), root, args.space, SEARCH_SMOKE if smoke else None, args.split,
                             args.val_fraction, args.test_fraction, args.seed,

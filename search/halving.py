@@ -196,6 +196,11 @@ class HalvingTrial:
     total_units: int = 0
     deadline: float | None = None
 
+    @classmethod
+    def of(cls, plan: HalvingPlan, subset, deadline: float | None = None) -> "HalvingTrial":
+        """A plan's trials: the subset until its last pruning rung, then its survivors' cadence."""
+        return cls(tuple(subset), plan.rungs[-2].units, plan.full_every, plan.total_units, deadline)
+
     def validate_on(self, epoch: int, images: int) -> Validation:
         if epoch <= self.subset_until:
             return Validation(tuple(self.subset), at_true_scale=True)

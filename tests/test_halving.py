@@ -93,6 +93,9 @@ def test_survivors_validate_the_whole_split_every_few_units_within_their_share()
     train_s = plan.unit_seconds - plan.subset_seconds
     assert plan.full_every == 16 and plan.full_seconds / plan.full_every <= FULL_VALIDATION_SHARE * train_s
     assert plan.survivor_unit_seconds == pytest.approx(train_s + 100.0 / 16)
+    trial = HalvingTrial.of(plan, [0, 3, 5], deadline=123.0)
+    assert (trial.subset_until, trial.full_every, trial.total_units) == (plan.rungs[-2].units, 16, plan.total_units)
+    assert trial.validate_on(plan.total_units, 50) == Validation(tuple(range(50)))
     # Costed: dearer whole-split validation leaves the survivors fewer units.
     assert plan_halving(3600, 2, 37, 50.0, 20.0, subset_s=8.0, full_s=400.0).total_units < plan.total_units
 

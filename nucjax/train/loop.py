@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from nucjax.config import ExperimentConfig, TrainConfig, Validation, as_validation
+from nucjax.config import ExperimentConfig, TrainConfig, as_validation
 from nucjax.data import acquisition_groups, image_kind
 from nucjax.inference import Predictor
 from nucjax.batches import (
