@@ -6,10 +6,15 @@ group and its score on the searches' held-back test images (both through
 nucjax.predict, what a user gets), the configurations tried, and the
 share of trial core-seconds spent on the configuration that won.
 
-    python bench/search_budget.py --minutes 60 [--data ../shared/data/dsb2018/stage1_train] [--out bench/search_budget]
+    python bench/search_budget.py --minutes 60 [--data ../shared/data/dsb2018/stage1_train] [--out DIR] [--runs asha,halving,train]
 
 The training run holds back the searches' test share too (same seed and
 split), so all three are scored on the same unseen images.
+
+The three runs take 3 x M minutes, so the bench can be run in parts: a
+run whose folder under --out already holds its result (a search's
+results.csv, a training run's checkpoints) is not run again, and the
+table covers every run found there.
 """
 
 from __future__ import annotations
@@ -40,28 +45,48 @@ def predicted(checkpoint: str, data: Path, split: str) -> dict:
     return found
 
 
+RUNS = ("asha", "halving", "train")
+
+
+def search_row(storage: Path) -> tuple[str, int, float]:
+    """A search's best checkpoint (found under storage, wherever the search
+    ran), its configurations and the share of trial core-seconds its winner took."""
+    with open(storage / "results.csv") as handle:
+        results = list(csv.DictReader(handle))
+    spent = [float(r.get("core_seconds") or 0) for r in results]
+    best = results[0]
+    checkpoint = storage / Path(best["checkpoint"]).parent.name / Path(best["checkpoint"]).name
+    return str(checkpoint), len(results), float(best.get("core_seconds") or 0) / max(sum(spent), 1e-9)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=60)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "dsb2018" / "stage1_train")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "search_budget")
+    parser.add_argument("--out", type=Path, help="bench folder, reused if it exists (default: bench/search_budget/<time>)")
+    parser.add_argument("--runs", default=",".join(RUNS), help="which of asha, halving, train to run (default: %(default)s)")
     args = parser.parse_args()
-    out = args.out.absolute() / time.strftime("%Y%m%d-%H%M%S")
+    out = (args.out or ROOT / "bench" / "search_budget" / time.strftime("%Y%m%d-%H%M%S")).absolute()
     minutes = f"{args.minutes:g}"
+    for name in args.runs.split(","):
+        if name not in RUNS:
+            sys.exit(f"unknown run {name!r}; choose from {', '.join(RUNS)}")
+        folder = out / name
+        if (folder / "results.csv").exists() or (folder / "checkpoints").exists():
+            continue
+        if name == "train":
+            run(["nucjax.train", "--data", str(args.data), "--time-budget", minutes, "--test-fraction", "0.1",
+                 "--out", str(folder)])
+        else:
+            run(["search.run", "--space", "extended", "--data", str(args.data), "--time-budget", minutes,
+                 "--scheduler", name, "--storage", str(folder)])
     rows = []
-    for scheduler in ("asha", "halving"):
-        storage = out / scheduler
-        run(["search.run", "--space", "extended", "--data", str(args.data), "--time-budget", minutes,
-             "--scheduler", scheduler, "--storage", str(storage)])
-        with open(storage / "results.csv") as handle:
-            results = list(csv.DictReader(handle))
-        spent = [float(r.get("core_seconds") or 0) for r in results]
-        best = results[0]
-        rows.append((f"search, {scheduler}", best["checkpoint"], len(results),
-                     float(best.get("core_seconds") or 0) / max(sum(spent), 1e-9)))
-    train = out / "train"
-    run(["nucjax.train", "--data", str(args.data), "--time-budget", minutes, "--test-fraction", "0.1", "--out", str(train)])
-    rows.append(("nucjax.train", str(train), 1, 1.0))
+    for name in RUNS:
+        folder = out / name
+        if (folder / "results.csv").exists():
+            rows.append((f"search, {name}", *search_row(folder)))
+        elif (folder / "checkpoints").exists():
+            rows.append(("nucjax.train", str(folder), 1, 1.0))
 
     print(f"{minutes}-minute budget each, {args.data}")
     print("| run | configurations | core-seconds on the winner | validation | held-back test | validation by kind | by group |")
