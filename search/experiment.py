@@ -371,7 +371,10 @@ def run_search(args, storage: str, smoke: bool) -> str:
         except PlanError as err:
             fail(str(err))
         plan, trial = halving
-        how["halving"] = {"plan": plan_record(plan), "subset": list(trial.subset), "subset_until": trial.subset_until}
+        # Ray's start, the data and the probes: machine time no trial's result comes from (the caches they
+        # fill, compiled programs and prepared examples, the trials do use).
+        how["halving"] = {"plan": plan_record(plan), "subset": list(trial.subset), "subset_until": trial.subset_until,
+                          "setup_seconds": time.monotonic() - args.started}
         print(plan.describe(), flush=True)
     experiment = Experiment(Path(local or "."), root, args.space, SEARCH_SMOKE if smoke else None, args.split,
                             args.val_fraction, args.test_fraction, args.seed,

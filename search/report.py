@@ -475,6 +475,10 @@ def render(report: Report) -> str:
         if sum(spent.values()):
             summary.append(("core-seconds", f"{sum(spent.values()):.0f}, {100 * survivors / sum(spent.values()):.0f}% "
                                             "on the final survivors"))
+        setup = search.get("halving", {}).get("setup_seconds")
+        if setup is not None and search.get("time_budget_min"):
+            summary.append(("before the first trial", f"{setup:.0f} s (Ray's start, the data, the timing probes), "
+                                                      f"{100 * setup / (60 * search['time_budget_min']):.1f}% of the budget"))
     elif search.get("grace_period"):
         summary.append(("scheduler", f"ASHA (grace period {search['grace_period']} epochs)"))
     if best is not None:
