@@ -266,16 +266,28 @@ def elastic_displacement(key: jax.Array, batch: int, size: int, alpha: float, si
     return smooth * (alpha / jnp.maximum(peak, 1e-6))
 
 
+def augmentation_values(inputs: InputConfig, augment: AugmentConfig | None) -> dict[str, jax.Array]:
+    """The augmentation numbers a search varies between trials, as arrays
+    draw_augmentation can take as arguments: one compiled train step then
+    serves every value (whether an augmentation is on at all stays part of
+    the program). The zoom's log-spread, the elastic deformation's probability."""
+    jitters = inputs.rescales and inputs.scale_jitter > 0
+    return {"zoom_spread": jnp.float32(-math.log(1 - inputs.scale_jitter) if jitters else 0.0),
+            "elastic": jnp.float32(augment.elastic if augment is not None else 0.0)}
+
+
 def draw_augmentation(key: jax.Array, hw: jax.Array, variant_counts: jax.Array, inputs: InputConfig,
-                      augment: AugmentConfig | None) -> Draws:
-    """Draw a batch's augmentation for images of (B, 2) sizes hw."""
+                      augment: AugmentConfig | None, values: dict | None = None) -> Draws:
+    """Draw a batch's augmentation for images of (B, 2) sizes hw; values:
+    augmentation_values, traced or not (the configs' own when None)."""
     size, batch = inputs.size, hw.shape[0]
+    values = augmentation_values(inputs, augment) if values is None else values
     keys = jax.random.split(key, 13)
     variant = jnp.minimum(jnp.floor(jax.random.uniform(keys[0], (batch,)) * variant_counts), variant_counts - 1)
     zoom = jnp.ones((batch,), jnp.float32)
     if inputs.rescales and inputs.scale_jitter > 0:
         # The window covers size / jitter training-scale px: jitter is log-uniform in 1 +- scale_jitter.
-        spread = -math.log(1 - inputs.scale_jitter)
+        spread = values["zoom_spread"]
         zoom = jnp.exp(jax.random.uniform(keys[1], (batch,), minval=-spread, maxval=spread))
     room = jnp.floor(jnp.maximum(hw - (zoom * size)[:, None], 0))
     corner = jnp.floor(jax.random.uniform(keys[2], (batch, 2)) * (room + 1))
@@ -286,7 +298,7 @@ def draw_augmentation(key: jax.Array, hw: jax.Array, variant_counts: jax.Array, 
         if augment.flips:
             symmetry = jax.random.randint(keys[3], (batch,), 0, 8)
         if augment.elastic:
-            warped = jax.random.uniform(keys[4], (batch,)) < augment.elastic
+            warped = jax.random.uniform(keys[4], (batch,)) < values["elastic"]
             field = elastic_displacement(keys[5], batch, size, augment.elastic_alpha, augment.elastic_sigma)
             displacement = jnp.where(warped[:, None, None, None], field, 0.0)
         gain = 1 + jax.random.uniform(keys[6], (batch,), minval=-augment.contrast, maxval=augment.contrast)
@@ -403,11 +415,11 @@ def render(data: TrainingSet, indices: jax.Array, draws: Draws, inputs: InputCon
 
 
 def make_batch(key: jax.Array, data: TrainingSet, indices: jax.Array, inputs: InputConfig,
-               augment: AugmentConfig | None):
+               augment: AugmentConfig | None, values: dict | None = None):
     """One training batch, drawn on the device: (x (B, S, S, C) float32, targets (B, S, S, K) float32).
 
-    indices pick the batch's images in data; key draws everything else."""
+    indices pick the batch's images in data; key draws everything else; values: augmentation_values."""
     examples = data.examples[indices]
-    draws = draw_augmentation(key, examples[:, 3:5], examples[:, 6], inputs, augment)
+    draws = draw_augmentation(key, examples[:, 3:5], examples[:, 6], inputs, augment, values)
     x, labels = render(data, indices, draws, inputs)
     return x, targets(labels, inputs.border)

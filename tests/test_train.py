@@ -27,6 +27,39 @@ def split(samples):
     return samples[:6], samples[6:]
 
 
+def test_trials_that_differ_only_in_numbers_share_one_compiled_step(tiny_samples):
+    """Compile once: the learning rate, its schedule and length, the weight decay, the loss, the border
+    weight, the elastic probability and the scale jitter are values the step reads, so two such trials
+    lower to the same program (one entry in the compilation cache); an augmentation turned off changes it."""
+    def program(**sections):
+        config = tiny_experiment(**sections)
+        model = loop.build_training_model(config)
+        optimizer = loop.make_optimizer(model, config.train)
+        step = loop.make_train_step(config)
+        data = jax.device_put(pack(training_examples(tiny_samples[:2], "standard", config.inputs, config.augment)))
+        return step.func.lower(*step.args, model, optimizer, data, jnp.arange(2, dtype=jnp.int32), batch_key(0, 1, 0)).as_text()
+
+    first = program(train={"learning_rate": 1e-3, "schedule": "cosine", "loss": "bce_dice", "channel_weights": (1.0, 0.5)},
+                    augment={"elastic": 0.3}, inputs={"scale_jitter": 0.15})
+    other = program(train={"learning_rate": 3e-3, "schedule": "step", "loss": "bce", "channel_weights": (1.0, 2.0),
+                           "weight_decay": 1e-4, "warmup_steps": 2, "epochs": 5},
+                    augment={"elastic": 0.6}, inputs={"scale_jitter": 0.25})
+    assert first == other
+    assert program(augment={"elastic": 0.0}, inputs={"scale_jitter": 0.15}) != first
+
+
+def test_the_learning_rate_follows_optax_schedules():
+    """The traced schedules are optax's warm-up cosine (to 1%) and its steps of /10 at 1/2 and 3/4."""
+    import optax
+
+    count = jnp.arange(0, 130)
+    cosine = optax.warmup_cosine_decay_schedule(0.0, 2e-3, 10, 120, 2e-5)
+    stepped = optax.piecewise_constant_schedule(2e-3, {60: 0.1, 90: 0.1})
+    np.testing.assert_allclose(loop.scheduled_learning_rate(count, 2e-3, 0, 10, 120), cosine(count), rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(loop.scheduled_learning_rate(count, 2e-3, 1, 10, 120), stepped(count), rtol=1e-5, atol=1e-9)
+    np.testing.assert_array_equal(loop.scheduled_learning_rate(count, 2e-3, 2, 10, 120), np.float32(2e-3))
+
+
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_steps_drawing_their_own_batches_lower_the_loss(tiny_samples, precision):
     config = tiny_experiment(train={"learning_rate": 1e-2, "warmup_steps": 0, "epochs": 1, "steps_per_epoch": 120,

@@ -8,6 +8,7 @@ trainable call; it reports through callbacks and prints nothing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from nucjax.config import ExperimentConfig, TrainConfig, as_validation
 from nucjax.data import acquisition_groups, image_kind
 from nucjax.inference import Predictor
 from nucjax.batches import (
+    augmentation_values,
     batch_key,
     choose_pipeline,
     device_memory_bytes,
@@ -72,36 +74,66 @@ class EpochResult:
     validated_images: int = 0  # how many validation images scored it (a search's early rungs score a subset)
 
 
-def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
-    total = config.total_steps
-    warmup = min(config.warmup_steps, total // 2)
-    if config.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, total, config.learning_rate * 0.01)
-    if config.schedule == "step":
-        return optax.piecewise_constant_schedule(config.learning_rate, {total // 2: 0.1, (3 * total) // 4: 0.1})
-    return optax.constant_schedule(config.learning_rate)
+#: A schedule as the optimizer's state holds it (a number the compiled step reads).
+SCHEDULE_INDEX = {"cosine": 0, "step": 1, "constant": 2}
+
+
+def scheduled_learning_rate(count, learning_rate, schedule, warmup_steps, total_steps) -> jax.Array:
+    """The learning rate after `count` updates, every argument traced or not:
+    schedule 0 (cosine) warms up linearly from 0 over warmup_steps, then
+    decays along a cosine to 1% at total_steps; 1 (step) divides by 10 at
+    1/2 and 3/4 of total_steps; 2 is constant."""
+    count = jnp.asarray(count)
+    warmup = jnp.asarray(warmup_steps, jnp.float32)
+    decay_steps = jnp.maximum(jnp.asarray(total_steps, jnp.float32) - warmup, 1.0)
+    progress = jnp.clip(count - warmup, 0.0, decay_steps) / decay_steps
+    cosine = jnp.where(count < warmup, count / jnp.maximum(warmup, 1.0), 0.01 + 0.99 * 0.5 * (1 + jnp.cos(jnp.pi * progress)))
+    stepped = jnp.where(count >= total_steps // 2, 0.1, 1.0) * jnp.where(count >= (3 * total_steps) // 4, 0.1, 1.0)
+    return learning_rate * jnp.select([schedule == 0, schedule == 1], [cosine, stepped], 1.0)
+
+
+def scheduled_adam(learning_rate, schedule, warmup_steps, total_steps, weight_decay, mask) -> optax.GradientTransformation:
+    """Adam with decoupled weight decay on the `mask`ed leaves and the
+    learning rate of scheduled_learning_rate."""
+    rate = lambda count: scheduled_learning_rate(count, learning_rate, schedule, warmup_steps, total_steps)  # noqa: E731
+    return optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(weight_decay, mask), optax.scale_by_learning_rate(rate))
 
 
 def make_optimizer(model, config: TrainConfig) -> nnx.Optimizer:
-    schedule = learning_rate_schedule(config)
-    if not config.weight_decay:
-        return nnx.Optimizer(model, optax.adam(schedule), wrt=nnx.Param)
-    # Decoupled weight decay on the convolution kernels only: batch-norm
+    # The learning rate, its schedule and the weight decay are numbers in the
+    # optimizer's state (optax.inject_hyperparams), not constants of the
+    # compiled step: a search's trials that differ only in them share one
+    # compilation. The decay applies to convolution kernels only: batch-norm
     # scales and biases set levels, not the features' size.
     kernels = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)  # noqa: E731
-    return nnx.Optimizer(model, optax.adamw(schedule, weight_decay=config.weight_decay, mask=kernels), wrt=nnx.Param)
+    tx = optax.inject_hyperparams(scheduled_adam, static_args="mask")(
+        learning_rate=config.learning_rate, schedule=SCHEDULE_INDEX[config.schedule],
+        warmup_steps=min(config.warmup_steps, config.total_steps // 2), total_steps=config.total_steps,
+        weight_decay=config.weight_decay, mask=kernels)
+    return nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+
+def step_values(config: ExperimentConfig) -> dict[str, jax.Array]:
+    """The numbers of config the train step takes as arguments, not as
+    constants, so trials that differ only in them share one compiled step:
+    the loss's channel weights and Dice weight, and the augmentation's
+    (batches.augmentation_values). The learning rate is in the optimizer."""
+    return {"loss_weights": jnp.asarray(config.train.channel_weights, jnp.float32),
+            "dice": jnp.float32(config.train.loss == "bce_dice"),
+            **augmentation_values(config.inputs, config.augment)}
 
 
 def make_update(config: ExperimentConfig):
-    """update(model, optimizer, x, y) -> loss: one optimizer step on a
-    batch (not jitted: it runs inside the jitted steps). The loss is
-    computed in float32 whatever the model's precision."""
-    weights = jnp.asarray(config.train.channel_weights, jnp.float32)
-    dice = config.train.loss == "bce_dice"
+    """update(model, optimizer, x, y, values=None) -> loss: one optimizer
+    step on a batch (not jitted: it runs inside the jitted steps); values:
+    step_values, config's own when None. The loss is computed in float32
+    whatever the model's precision."""
 
-    def update(model, optimizer, x, y):
+    def update(model, optimizer, x, y, values=None):
+        values = step_values(config) if values is None else values
+
         def loss_fn(model):
-            return segmentation_loss(model(x).astype(jnp.float32), y, weights, dice)
+            return segmentation_loss(model(x).astype(jnp.float32), y, values["loss_weights"], values["dice"])
 
         loss, grads = nnx.value_and_grad(loss_fn)(model)
         optimizer.update(model, grads)
@@ -132,18 +164,19 @@ def make_train_step(config: ExperimentConfig):
     """train_step(model, optimizer, data, indices, key, average=None) -> loss:
     draws the batch of images `indices` of the TrainingSet data from key
     (batches.make_batch), updates the model and, when given, the model's
-    moving average (TrainConfig.ema_decay), in one jit."""
+    moving average (TrainConfig.ema_decay), in one jit. A partial of the
+    jitted step over config's step_values (`.func`, `.args`)."""
     update = make_update(config)
 
     @nnx.jit
-    def train_step(model, optimizer, data, indices, key, average=None):
-        x, y = make_batch(key, data, indices, config.inputs, config.augment)
-        loss = update(model, optimizer, x, y)
+    def train_step(values, model, optimizer, data, indices, key, average=None):
+        x, y = make_batch(key, data, indices, config.inputs, config.augment, values)
+        loss = update(model, optimizer, x, y, values)
         if average is not None:
             update_average(average, model, average_decay(config.train.ema_decay, optimizer.step[...]))
         return loss
 
-    return train_step
+    return functools.partial(train_step, step_values(config))
 
 
 def build_average(model, config: ExperimentConfig):
