@@ -109,9 +109,10 @@ def sampled_params(space: dict, seed: int) -> dict:
 
 
 def plan_search(args, ray, train, val, space: dict, deadline: float, groups: dict):
-    """(HalvingPlan, HalvingTrial) for a halving search: the validation
-    subset; steps, validations and start-up timed by one probe trial per
-    slot, all at once (as the trials will run); units of a quarter of the
+    """(HalvingPlan, HalvingTrial, the probes' timings: the longest of each)
+    for a halving search: the validation subset; steps, validations and
+    start-up timed by one probe trial per slot, all at once (as the trials
+    will run; search.trainable.probe_trial); units of a quarter of the
     space's epoch, or longer where validation would outweigh training; the
     whole split's validation costed from the subset's, by pixels. deadline:
     time.monotonic() when the budget ends. PlanError when the budget is too small."""
@@ -130,7 +131,8 @@ def plan_search(args, ray, train, val, space: dict, deadline: float, groups: dic
     count = slots(args, ray)
     timed = ray.get([probe.remote({**sampled_params(space, args.seed + i), "seed": args.seed, "warmup_steps": 1}, train, val,
                                   subset, probe_steps, environment, groups, example_cache()) for i in range(count)])
-    step_s, subset_s, predicted_s, start_s = (max(t[key] for t in timed) for key in ("step", "subset", "predicted_subset", "start"))
+    probed = {key: max(t[key] for t in timed) for key in timed[0]}
+    step_s, subset_s, predicted_s, start_s = (probed[key] for key in ("step", "subset", "predicted_subset", "start"))
     pixels = [s.image.shape[0] * s.image.shape[1] for s in val]
     full_s = predicted_s * sum(pixels) / sum(pixels[i] for i in subset)
     unit_steps = args.rung_steps or max(least_steps, math.ceil(max(MIN_UNIT_TRAIN_S, 2 * subset_s) / step_s))
@@ -138,7 +140,7 @@ def plan_search(args, ray, train, val, space: dict, deadline: float, groups: dic
                         start_s + TRIAL_START_S, spent_s=time.monotonic() - args.started, subset_s=subset_s, full_s=full_s)
     # Trials stop a little before Tune's deadline, so their last validation and report land.
     wall_deadline = time.time() + deadline - time.monotonic() - DEADLINE_MARGIN_S
-    return plan, HalvingTrial.of(plan, subset, wall_deadline)
+    return plan, HalvingTrial.of(plan, subset, wall_deadline), probed
 
 
 def resumed_halving(folder: Path, recorded: dict):
@@ -370,11 +372,12 @@ def run_search(args, storage: str, smoke: bool) -> str:
             halving = plan_search(args, ray, train, val, space, time.monotonic() + remaining_s(args), groups)
         except PlanError as err:
             fail(str(err))
-        plan, trial = halving
+        plan, trial, probed = halving
+        halving = plan, trial
         # Ray's start, the data and the probes: machine time no trial's result comes from (the caches they
         # fill, compiled programs and prepared examples, the trials do use).
         how["halving"] = {"plan": plan_record(plan), "subset": list(trial.subset), "subset_until": trial.subset_until,
-                          "setup_seconds": time.monotonic() - args.started}
+                          "setup_seconds": time.monotonic() - args.started, "probe": probed}
         print(plan.describe(), flush=True)
     experiment = Experiment(Path(local or "."), root, args.space, SEARCH_SMOKE if smoke else None, args.split,
                             args.val_fraction, args.test_fraction, args.seed,

@@ -475,10 +475,12 @@ def render(report: Report) -> str:
         if sum(spent.values()):
             summary.append(("core-seconds", f"{sum(spent.values()):.0f}, {100 * survivors / sum(spent.values()):.0f}% "
                                             "on the final survivors"))
-        setup = search.get("halving", {}).get("setup_seconds")
+        setup, probe = search.get("halving", {}).get("setup_seconds"), search.get("halving", {}).get("probe", {})
         if setup is not None and search.get("time_budget_min"):
+            probes = (f"; the probes {probe['seconds']:.0f} s, {probe['compile']:.0f} s of it compiling"
+                      if "seconds" in probe and "compile" in probe else "")
             summary.append(("before the first trial", f"{setup:.0f} s (Ray's start, the data, the timing probes), "
-                                                      f"{100 * setup / (60 * search['time_budget_min']):.1f}% of the budget"))
+                                                      f"{100 * setup / (60 * search['time_budget_min']):.1f}% of the budget{probes}"))
     elif search.get("grace_period"):
         summary.append(("scheduler", f"ASHA (grace period {search['grace_period']} epochs)"))
     if best is not None:

@@ -123,3 +123,20 @@ def test_a_trials_checkpoint_is_chosen_as_a_run_chooses_among_its_whole_split_on
     subset_latest = kept[:-1] + [(kept[-1][0], {"validated_images": whole - 1})]
     assert chosen_checkpoint(SimpleNamespace(best_checkpoints=subset_latest), whole).path == found[0].path
     assert chosen_checkpoint(SimpleNamespace(best_checkpoints=[]), whole) is None
+
+
+def test_a_probe_times_steps_and_validations_apart_from_compilation(tiny_samples):
+    """What the plan is made from (search.trainable.probe_trial, here in this process): a step, the
+    subset at the masks' scale and as prediction validates it, and a start that holds the compilation
+    (a trial pays it once). Run again in the same process the programs are compiled: far less of it."""
+    from search.experiment import sampled_params
+    from search.spaces import search_space
+    from search.trainable import probe_trial
+
+    params = {**sampled_params(search_space("extended", smoke=True), 0), "seed": 0, "warmup_steps": 1}
+    train, val = tiny_samples[:6], tiny_samples[6:]
+    cold = probe_trial(params, train, val, [0, 1], 3)
+    assert all(cold[key] > 0 for key in ("step", "subset", "predicted_subset", "start", "compile"))
+    assert cold["start"] >= cold["compile"] and cold["seconds"] > cold["start"] + 6 * cold["step"]
+    warm = probe_trial(params, train, val, [0, 1], 3)
+    assert warm["compile"] < 0.5 * cold["compile"]

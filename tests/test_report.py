@@ -70,7 +70,7 @@ def test_a_halving_search_shows_its_rungs_where_its_core_seconds_went_and_its_se
     plan = {"rungs": [[4, 1], [2, 3]], "unit_steps": 10, "unit_seconds": 30.0, "start_seconds": 5.0, "slots": 2, "eta": 2}
     Experiment(folder, tmp_path / "data", "extended", None, "group", 0.15, 0.1, 0, ("a", "b"), ("c",),
                search={"train_images": 40, "time_budget_min": 10.0, "cpus_per_trial": 1, "gpus_per_trial": 0,
-                       "scheduler": "halving", "halving": {"plan": plan, "setup_seconds": 30.0}}).write()
+                       "scheduler": "halving", "halving": {"plan": plan, "setup_seconds": 30.0, "probe": {"seconds": 20.0, "compile": 8.0}}}).write()
     for name, units in (("a", 3), ("b", 1), ("c", 1), ("d", 3)):  # 30 s of Tune time per unit
         make_trial(folder, f"trial_{name}", [0.1 * units] * units, units)
     record = {"plan": plan, "rung": {"a": 1, "b": 0, "c": 0, "d": 1}, "scores": {},
@@ -79,7 +79,7 @@ def test_a_halving_search_shows_its_rungs_where_its_core_seconds_went_and_its_se
     page = render(gather(folder, gallery=False))
     assert "successive halving: 4 configurations, 2 of 4 past 10 steps" in page
     assert "240, 75% on the final survivors" in page  # 90 + 90 of 30 + 30 + 90 + 90
-    assert "30 s (Ray&#x27;s start, the data, the timing probes), 5.0% of the budget" in page
+    assert "30 s (Ray&#x27;s start, the data, the timing probes), 5.0% of the budget; the probes 20 s, 8 s of it compiling" in page
     assert "pruned at rung 0" in page
 
 
