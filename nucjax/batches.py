@@ -270,9 +270,9 @@ def augmentation_values(inputs: InputConfig, augment: AugmentConfig | None) -> d
     """The augmentation numbers a search varies between trials, as arrays
     draw_augmentation can take as arguments: one compiled train step then
     serves every value (whether an augmentation is on at all stays part of
-    the program). The zoom's log-spread, the elastic deformation's probability."""
-    jitters = inputs.rescales and inputs.scale_jitter > 0
-    return {"zoom_spread": jnp.float32(-math.log(1 - inputs.scale_jitter) if jitters else 0.0),
+    the program). The zoom's log-spread (read only where the crops rescale),
+    the elastic deformation's probability."""
+    return {"zoom_spread": jnp.float32(-math.log(1 - inputs.scale_jitter)),
             "elastic": jnp.float32(augment.elastic if augment is not None else 0.0)}
 
 

@@ -369,10 +369,9 @@ def run_search(args, storage: str, smoke: bool) -> str:
     elif how["scheduler"] == "halving":
         print("timing one trial to plan the rungs", flush=True)
         try:
-            halving = plan_search(args, ray, train, val, space, time.monotonic() + remaining_s(args), groups)
+            plan, trial, probed = plan_search(args, ray, train, val, space, time.monotonic() + remaining_s(args), groups)
         except PlanError as err:
             fail(str(err))
-        plan, trial, probed = halving
         halving = plan, trial
         # Ray's start, the data and the probes: machine time no trial's result comes from (the caches they
         # fill, compiled programs and prepared examples, the trials do use).

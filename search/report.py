@@ -475,7 +475,8 @@ def render(report: Report) -> str:
         if sum(spent.values()):
             summary.append(("core-seconds", f"{sum(spent.values()):.0f}, {100 * survivors / sum(spent.values()):.0f}% "
                                             "on the final survivors"))
-        setup, probe = search.get("halving", {}).get("setup_seconds"), search.get("halving", {}).get("probe", {})
+        recorded = search.get("halving", {})
+        setup, probe = recorded.get("setup_seconds"), recorded.get("probe", {})
         if setup is not None and search.get("time_budget_min"):
             probes = (f"; the probes {probe['seconds']:.0f} s, {probe['compile']:.0f} s of it compiling"
                       if "seconds" in probe and "compile" in probe else "")
