@@ -152,6 +152,8 @@ class ExperimentConfig:
         for name, value in data.items():
             section_type = SECTIONS[name]
             value = {**LEGACY.get(name, {}), **value}
+            if name == "model" and "batch_norm" in value:  # written before the norm had a choice
+                value["norm"] = "batch" if value.pop("batch_norm") else "none"
             known = {f.name for f in dataclasses.fields(section_type)}
             bad = set(value) - known
             if bad:

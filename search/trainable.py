@@ -97,10 +97,16 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
     workdir = Path(tempfile.mkdtemp(prefix="nucjax-trial-"))
     film = workdir / "film"
     checkpoint = tune.get_checkpoint()
+    epochs = None
     if checkpoint is not None:
         # Resume: put Tune's checkpoint where train_and_evaluate looks for the latest, and the film so far back.
         with checkpoint.as_directory() as folder:
-            epoch = json.loads((Path(folder) / "checkpoint.json").read_text())["epoch"]
+            record = json.loads((Path(folder) / "checkpoint.json").read_text())
+            epoch = record["epoch"]
+            if halving is not None and epoch >= halving.subset_until and "train_seconds" in record["metrics"]:
+                # A survivor: its units are planned again to end at the deadline, at its own pace.
+                halving = halving.survivor(epoch, record["metrics"]["train_seconds"], time.time())
+                epochs = halving.total_units
             shutil.copytree(folder, workdir / "checkpoints" / f"epoch_{epoch:04d}")
             if (Path(folder) / "film").is_dir():
                 shutil.copytree(Path(folder) / "film", film, dirs_exist_ok=True)
@@ -126,7 +132,7 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
         # Stop, validate and report before the deadline rather than be cut mid-unit by Tune's.
         budget = halving.deadline - time.time() if halving is not None and halving.deadline else None
         train_and_evaluate(config, train, val, workdir, on_epoch=on_epoch, validate_on=validate_on, time_budget_s=budget,
-                           groups=groups, example_cache=Path(example_cache) if example_cache else None)
+                           groups=groups, example_cache=Path(example_cache) if example_cache else None, epochs=epochs)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -158,3 +158,26 @@ def test_a_resize_mode_model_exports_at_its_one_size(tiny_run, tmp_path, capsys)
     description = load_description(tmp_path / "resize.zip")
     assert [axis.size for axis in description.inputs[0].axes[2:]] == [32, 32]  # the squeezed square, fixed
     assert "synthetic" in description.training_data.name
+
+
+@pytest.mark.parametrize("norm", ["group", "batch"])
+def test_the_onnx_graph_computes_each_norm_as_jax_does(norm):
+    """The graph's group norm (its reductions, written out) and folded batch
+    norm give JAX's maps, with scales and shifts that are not the identity."""
+    import jax
+    from flax import nnx
+
+    from nucjax.models.onnx_graph import network_graph, onnx_forward
+    from nucjax.models.unet import UNetConfig, build_model
+
+    network = build_model(UNetConfig(depth=2, base_filters=8, norm=norm, out_channels=2))
+    rng = np.random.default_rng(0)
+    for path, variable in nnx.iter_graph(network):
+        if isinstance(variable, (nnx.Param, nnx.BatchStat)) and path[-1] in ("scale", "bias", "mean", "var"):
+            variable[...] = variable[...] + rng.uniform(0.1, 0.5, variable.shape).astype(np.float32)
+    network.eval()
+    x = rng.uniform(0, 1, (2, 48, 40, 1)).astype(np.float32)
+    expected = np.asarray(jax.nn.sigmoid(network(x)))
+    got = onnx_forward(network_graph(network).SerializeToString(), "standard")(x)
+    assert expected.std() > 1e-3
+    assert np.abs(got - expected).max() < 1e-4

@@ -16,15 +16,23 @@ from nucjax.train import loop
 from nucjax.train.checkpoints import (
     CheckpointError,
     best_checkpoint,
+    latest_checkpoint,
     list_checkpoints,
     load_model,
     read_checkpoint,
     resolve_checkpoint,
+    restore_into,
 )
 
 
 def split(samples):
     return samples[:6], samples[6:]
+
+
+def interrupt_after_first_epoch(result, maps):
+    """An on_epoch that stops a run as an interruption would, after epoch 1 is saved."""
+    if result.epoch == 1:
+        raise KeyboardInterrupt
 
 
 def test_trials_that_differ_only_in_numbers_share_one_compiled_step(tiny_samples):
@@ -81,12 +89,8 @@ def test_training_resumes_where_it_stopped(tmp_path, tiny_samples):
     config = tiny_experiment(train={"epochs": 3, "steps_per_epoch": 2})
     train, val = split(tiny_samples)
 
-    def interrupt(result, maps):
-        if result.epoch == 1:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        loop.train_and_evaluate(config, train, val, tmp_path, on_epoch=interrupt)
+        loop.train_and_evaluate(config, train, val, tmp_path, on_epoch=interrupt_after_first_epoch)
     assert [c.epoch for c in list_checkpoints(tmp_path)] == [1]
     results = loop.train_and_evaluate(config, train, val, tmp_path)
     assert [r.epoch for r in results] == [2, 3]
@@ -275,17 +279,37 @@ def test_a_paused_run_trains_exactly_as_one_never_paused(tmp_path, tiny_samples)
     train, val = split(tiny_samples)
     subset = lambda epoch: [0] if epoch < 3 else range(len(val))  # noqa: E731
 
-    def pause(result, maps):
-        if result.epoch == 1:
-            raise KeyboardInterrupt
-
     straight = loop.train_and_evaluate(config, train, val, tmp_path / "straight", validate_on=subset)
     with pytest.raises(KeyboardInterrupt):
-        loop.train_and_evaluate(config, train, val, tmp_path / "paused", on_epoch=pause, validate_on=subset)
+        loop.train_and_evaluate(config, train, val, tmp_path / "paused", on_epoch=interrupt_after_first_epoch,
+                                validate_on=subset)
     resumed = loop.train_and_evaluate(config, train, val, tmp_path / "paused", validate_on=subset)
     assert [r.loss for r in resumed] == [r.loss for r in straight[1:]]
     assert [r.score for r in resumed] == [r.score for r in straight[1:]]
     assert [r.validated_images for r in straight] == [1, 1, len(val)]
+
+
+def test_a_resumed_run_given_more_epochs_plans_its_schedule_to_end_there(tmp_path, tiny_samples):
+    """A halving survivor's re-plan: resumed with epochs=4 (planned for 3),
+    it trains on to epoch 4 and its learning rate follows a schedule ending
+    at 4 epochs' steps, from the step it had reached."""
+    config = tiny_experiment(train={"epochs": 3, "steps_per_epoch": 2, "max_to_keep": 10})
+    train, val = split(tiny_samples)
+
+    with pytest.raises(KeyboardInterrupt):
+        loop.train_and_evaluate(config, train, val, tmp_path, on_epoch=interrupt_after_first_epoch)
+    resumed = loop.train_and_evaluate(config, train, val, tmp_path, epochs=4)
+    assert [(r.epoch, r.epochs, r.step) for r in resumed] == [(2, 4, 4), (3, 4, 6), (4, 4, 8)]
+    assert latest_checkpoint(tmp_path).config.train.epochs == 4
+
+    # The schedule the resumed run trained and saved with ends at 4 epochs' steps; a fresh optimizer's at 3.
+    saved = latest_checkpoint(tmp_path)
+    model = loop.build_training_model(saved.config)
+    optimizer = loop.make_optimizer(model, config.train)
+    fresh = optimizer.opt_state.hyperparams["total_steps"][...]
+    restore_into(saved, model, optimizer)
+    restored = optimizer.opt_state.hyperparams["total_steps"][...]
+    assert (int(fresh), int(restored)) == (6, 8) and restored.dtype == fresh.dtype
 
 
 def test_an_epoch_given_no_images_is_not_validated_saved_or_reported(tmp_path, tiny_samples):

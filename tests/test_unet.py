@@ -13,7 +13,8 @@ from nucjax.models.unet import UNetConfig, build_model
         (UNetConfig(depth=2, base_filters=4), (2, 32, 48)),
         (UNetConfig(depth=3, base_filters=4, out_channels=2), (1, 64, 40)),
         (UNetConfig(model="extended", depth=2, base_filters=4, out_channels=2), (2, 32, 32)),
-        (UNetConfig(depth=2, base_filters=4, batch_norm=False, dropout=0.2), (1, 16, 64)),
+        (UNetConfig(depth=2, base_filters=4, norm="none", dropout=0.2), (1, 16, 64)),
+        (UNetConfig(depth=2, base_filters=4, norm="group", out_channels=2), (2, 32, 32)),
     ],
 )
 def test_forward_shapes(config, shape):
@@ -28,6 +29,35 @@ def test_fully_convolutional_a_crop_model_predicts_a_bigger_image():
     model.eval()
     assert model(jnp.zeros((1, 32, 32, 1))).shape == (1, 32, 32, 1)
     assert model(jnp.zeros((1, 96, 128, 1))).shape == (1, 96, 128, 1)
+
+
+def test_group_norm_uses_each_images_own_statistics():
+    """An image's prediction does not depend on the batch it comes in, nor on
+    training or evaluation mode: nothing learned about the training set's
+    intensities stands between an unseen experiment and the model."""
+    model = build_model(UNetConfig(depth=2, base_filters=8, norm="group"))
+    image = jax.random.uniform(jax.random.key(0), (1, 32, 32, 1))
+    others = jax.random.uniform(jax.random.key(1), (3, 32, 32, 1)) * 5.0
+    model.train()
+    in_training = model(jnp.concatenate([image, others]))[:1]
+    model.eval()
+    alone = model(image)
+    assert jnp.abs(alone - in_training).max() < 1e-5
+    batch_norm = build_model(UNetConfig(depth=2, base_filters=8))
+    batch_norm.train()  # the same check fails with batch norm: batch statistics mix the images
+    assert jnp.abs(batch_norm(image) - batch_norm(jnp.concatenate([image, others]))[:1]).max() > 1e-3
+
+
+def test_configs_written_before_the_norm_choice_read_as_they_trained():
+    from nucjax.config import ExperimentConfig
+
+    for batch_norm, norm in ((True, "batch"), (False, "none")):
+        data = ExperimentConfig().to_dict()
+        del data["model"]["norm"]
+        data["model"]["batch_norm"] = batch_norm
+        assert ExperimentConfig.from_dict(data).model.norm == norm
+    with pytest.raises(ValueError, match="unknown norm 'layer'"):
+        UNetConfig(norm="layer")
 
 
 def test_report_default_is_8_to_64_with_a_128_bottleneck():
@@ -49,7 +79,8 @@ def test_unknown_model_is_a_clear_error():
         UNetConfig(model="resnet")
 
 
-@pytest.mark.parametrize("config", [UNetConfig(), UNetConfig(model="extended", out_channels=2, batch_norm=False)])
+@pytest.mark.parametrize("config", [UNetConfig(), UNetConfig(model="extended", out_channels=2, norm="none"),
+                                    UNetConfig(base_filters=8, norm="group")])
 def test_parameter_count_matches_the_model(config):
     params = nnx.state(build_model(config), nnx.Param)
     assert parameter_count(config) == sum(p.size for p in jax.tree_util.tree_leaves(params))

@@ -24,7 +24,7 @@ TRAINING_FACTOR = 1.0
 def activation_bytes(config: UNetConfig, height: int, width: int) -> int:
     """Bytes of the feature maps one image of (height, width) leaves for the backward pass."""
     config.check_input_size(height, width)
-    per_conv = 3 if config.batch_norm else 2  # conv, (norm), relu outputs
+    per_conv = 3 if config.normalises else 2  # conv, (norm), relu outputs
     arms = EXTENDED_ARMS if config.model == "extended" else (1,)
     total = 0
     for level in range(config.depth):
@@ -44,8 +44,8 @@ def parameter_count(config: UNetConfig) -> int:
     arms = EXTENDED_ARMS if config.model == "extended" else (1,)
     widths = [config.base_filters * 2**i for i in range(config.depth)]
     bottom = config.base_filters * 2**config.depth
-    bias = 0 if config.batch_norm else 1
-    norm = 2 if config.batch_norm else 0
+    bias = 0 if config.normalises else 1
+    norm = 2 if config.normalises else 0
 
     def block(c_in, c_out):
         return 9 * c_in * c_out + 9 * c_out * c_out + 2 * (c_out * (bias + norm))

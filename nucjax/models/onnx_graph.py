@@ -2,7 +2,8 @@
 
 The graph is written from the trained module's weights, layer by layer,
 in the layout ONNX and the bioimage.io tools use (batch, channel, y, x):
-each convolution with its batch norm folded in, ReLU, 2x2 max pooling, the
+each convolution with its batch norm folded in (a group norm written as
+its reductions), ReLU, 2x2 max pooling, the
 up-convolution as a 1x1 convolution and a depth-to-space shuffle (its
 'DCR' order is the one unet.UpConv reshapes in), the skips concatenated,
 a sigmoid on the head. No operator takes a fixed shape, so height and
@@ -48,9 +49,9 @@ class _Builder:
     def name(self, kind: str) -> str:
         return f"{kind}_{next(self._count)}"
 
-    def weight(self, array: np.ndarray, kind: str = "w") -> str:
+    def weight(self, array: np.ndarray, kind: str = "w", dtype=np.float32) -> str:
         name = self.name(kind)
-        self.weights.append(numpy_helper.from_array(np.ascontiguousarray(array, np.float32), name))
+        self.weights.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype), name))
         return name
 
     def node(self, op: str, inputs: list[str], **attributes) -> str:
@@ -83,10 +84,27 @@ def _folded(conv, norm) -> tuple[np.ndarray, np.ndarray | None]:
     return kernel * gain, shift
 
 
+def _group_norm(g: _Builder, x: str, norm) -> str:
+    """Group norm of (B, C, H, W): each group of contiguous channels
+    standardised over its channels and pixels, then scaled and shifted per
+    channel, as flax's GroupNorm (opset 17 has no GroupNormalization)."""
+    grouped = g.node("Reshape", [x, g.weight(np.array([0, norm.num_groups, -1]), "shape", np.int64)])
+    centred = g.node("Sub", [grouped, g.node("ReduceMean", [grouped], axes=[2], keepdims=1)])
+    variance = g.node("ReduceMean", [g.node("Mul", [centred, centred])], axes=[2], keepdims=1)
+    spread = g.node("Sqrt", [g.node("Add", [variance, g.weight(np.array(norm.epsilon), "eps")])])
+    normed = g.node("Reshape", [g.node("Div", [centred, spread]), g.node("Shape", [x])])
+    scaled = g.node("Mul", [normed, g.weight(_array(norm.scale).reshape(1, -1, 1, 1), "scale")])
+    return g.node("Add", [scaled, g.weight(_array(norm.bias).reshape(1, -1, 1, 1), "b")])
+
+
 def _conv_block(g: _Builder, x: str, block) -> str:
     for i, conv in enumerate(block.convs):
-        kernel, bias = _folded(conv, block.norms[i] if block.norms is not None else None)
-        x = g.node("Relu", [g.conv(x, kernel, bias)])
+        norm = block.norms[i] if block.norms is not None else None
+        if hasattr(norm, "num_groups"):
+            x = _group_norm(g, g.conv(x, *_folded(conv, None)), norm)
+        else:
+            x = g.conv(x, *_folded(conv, norm))
+        x = g.node("Relu", [x])
     return x  # dropout is the identity at prediction
 
 

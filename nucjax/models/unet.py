@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from nucjax.models.unet_config import EXTENDED_ARMS, MODELS, UNetConfig  # noqa: F401 (re-exported)
+from nucjax.models.unet_config import EXTENDED_ARMS, GROUP_CHANNELS, MODELS, UNetConfig  # noqa: F401 (re-exported)
 
 
 def lecun_normal_on_host(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
@@ -35,16 +35,15 @@ def lecun_normal_on_host(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float
 
 
 class ConvBlock(nnx.Module):
-    """Two 3x3 'same' convolutions, each followed by optional batch norm and ReLU."""
+    """Two 3x3 'same' convolutions, each followed by the config's norm and ReLU."""
 
     def __init__(self, in_features: int, features: int, config: UNetConfig, rngs: nnx.Rngs, dtype=None):
         self.convs = nnx.List(
-            [nnx.Conv(i, features, (3, 3), padding="SAME", use_bias=not config.batch_norm, dtype=dtype,
+            [nnx.Conv(i, features, (3, 3), padding="SAME", use_bias=not config.normalises, dtype=dtype,
                       kernel_init=lecun_normal_on_host, rngs=rngs)
              for i in (in_features, features)]
         )
-        self.norms = (nnx.List([nnx.BatchNorm(features, momentum=0.9, dtype=dtype, rngs=rngs) for _ in range(2)])
-                      if config.batch_norm else None)
+        self.norms = nnx.List([norm_layer(features, config, rngs, dtype) for _ in range(2)]) if config.normalises else None
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs) if config.dropout else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -54,6 +53,12 @@ class ConvBlock(nnx.Module):
                 x = self.norms[i](x)
             x = nnx.relu(x)
         return self.dropout(x) if self.dropout is not None else x
+
+
+def norm_layer(features: int, config: UNetConfig, rngs: nnx.Rngs, dtype=None) -> nnx.Module:
+    if config.norm == "group":
+        return nnx.GroupNorm(features, num_groups=max(1, features // GROUP_CHANNELS), dtype=dtype, rngs=rngs)
+    return nnx.BatchNorm(features, momentum=0.9, dtype=dtype, rngs=rngs)
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:

@@ -6,6 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MODELS = ("standard", "extended")
+#: What follows each convolution before its ReLU. batch: the report's
+#: batch norm, whose running statistics are the training set's; group:
+#: group norm, statistics of each image's own feature maps, in training and
+#: prediction alike (nothing learned about the training set's intensities
+#: that an unseen experiment must match); none.
+NORMS = ("batch", "group", "none")
+#: Channels per group of group norm (fewer groups where a block is narrower).
+GROUP_CHANNELS = 4
 #: Channels of each arm of the extended U-Net, in the order of its input:
 #: the preprocessed image, its adaptive threshold, the raw RGB image.
 EXTENDED_ARMS = (1, 1, 3)
@@ -19,7 +27,7 @@ class UNetConfig:
     model: str = "standard"
     depth: int = 4
     base_filters: int = 8
-    batch_norm: bool = True
+    norm: str = "batch"
     dropout: float = 0.0
     out_channels: int = 1
 
@@ -28,10 +36,17 @@ class UNetConfig:
             raise ValueError(f"unknown model '{self.model}'; choose one of {', '.join(MODELS)}")
         if not 1 <= self.depth <= 7:
             raise ValueError(f"depth must be 1..7, got {self.depth}")
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm '{self.norm}'; choose one of {', '.join(NORMS)}")
         if self.base_filters < 1 or self.out_channels < 1:
             raise ValueError("base_filters and out_channels must be positive")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def normalises(self) -> bool:
+        """True when a norm (with its scale and shift) follows each convolution."""
+        return self.norm != "none"
 
     @property
     def in_channels(self) -> int:

@@ -29,6 +29,8 @@ PARAMETER_FLAGS = (
     ("--recolour", "recolour", "probability that an image also trains recoloured (stain jitter, grey, inversion, channel shuffle, tint)"),
     ("--base-filters", "base_filters", "filters of the first level"),
     ("--depth", "depth", "levels of the U-Net"),
+    ("--norm", "norm", "after each convolution: batch (the training set's running statistics), group (each "
+                       "image's own statistics, in training and prediction alike) or none"),
     ("--batch-size", "batch_size", None),
     ("--steps-per-epoch", "steps_per_epoch", None),
     ("--lr", "learning_rate", "peak learning rate"),
@@ -58,7 +60,7 @@ PARAMETER_FLAGS = (
     ("--precision", "precision", "bfloat16: mixed precision for GPUs (float32 parameters and loss)"),
 )
 #: Choices of the string parameters.
-CHOICES = {"model": ("standard", "extended"), "mode": ("crop", "resize"), "preprocessing": ("reference", "stain"),
+CHOICES = {"model": ("standard", "extended"), "norm": ("batch", "group", "none"), "mode": ("crop", "resize"), "preprocessing": ("reference", "stain"),
            "normalisation": ("minmax", "percentile"), "schedule": ("cosine", "constant", "step"),
            "loss": ("bce_dice", "bce"), "split": ("group", "stratified"), "pipeline": ("auto", "resident", "streaming"),
            "precision": ("float32", "bfloat16")}
@@ -80,7 +82,6 @@ def parse_args(argv=None):
     parser.add_argument("--time-budget", type=float, help="minutes of training; ends cleanly, keeping the best checkpoint")
     parser.add_argument("--out", type=Path, default=Path("runs/train"), help="run folder (default: %(default)s)")
     parser.add_argument("--no-border", action="store_true", help="train the body channel only")
-    parser.add_argument("--no-batch-norm", action="store_true")
     parser.add_argument("--no-flips", action="store_true", help="no flips or 90-degree rotations")
     args = parser.parse_args(argv)
     if args.time_budget is not None and args.time_budget <= 0:
@@ -93,7 +94,7 @@ def experiment_config(args):
     from nucjax.config import from_params
 
     params = {key: getattr(args, key) for _, key, _ in PARAMETER_FLAGS}
-    params.update(border=not args.no_border, batch_norm=not args.no_batch_norm, flips=not args.no_flips)
+    params.update(border=not args.no_border, flips=not args.no_flips)
     if args.scale == "native":
         params["diameter"] = 0.0
     if args.epochs:

@@ -113,6 +113,14 @@ def make_optimizer(model, config: TrainConfig) -> nnx.Optimizer:
     return nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
+def plan_schedule(optimizer: nnx.Optimizer, total_steps: int) -> None:
+    """Make a restored optimizer's learning-rate schedule end at total_steps
+    (from where it is: the count stays). A number in its state, so the
+    compiled step is reused (the value keeps its dtype and weak type)."""
+    total = optimizer.opt_state.hyperparams["total_steps"]
+    total[...] = jax.lax.full_like(total[...], total_steps)
+
+
 def step_values(config: ExperimentConfig) -> dict[str, jax.Array]:
     """The numbers of config the train step takes as arguments, not as
     constants, so trials that differ only in them share one compiled step:
@@ -297,6 +305,7 @@ def train_and_evaluate(
     validate_on=None,
     groups: dict | None = None,
     example_cache: Path | None = None,
+    epochs: int | None = None,
 ) -> list[EpochResult]:
     """Train a U-Net on labelled samples, validating and checkpointing every epoch.
 
@@ -311,7 +320,9 @@ def train_and_evaluate(
     budget stops training there (it then validates as the last epoch would).
     groups: every sample's acquisition group by image id (computed here
     when not given). example_cache: a folder keeping the prepared
-    training examples (nucjax.inputs.cached_training_examples).
+    training examples (nucjax.inputs.cached_training_examples). epochs:
+    the epochs in all, replacing the config's (also a resumed run's): the
+    learning-rate schedule is planned again to end there.
     Raises TrainingDiverged on NaN or exploding loss or all-foreground output.
     """
     start_time = time.monotonic()
@@ -319,6 +330,8 @@ def train_and_evaluate(
     resume = latest_checkpoint(workdir)
     if resume is not None:
         config = resume.config
+    if epochs is not None:
+        config = config.replace(train={"epochs": epochs})
     model = build_training_model(config)
     val_samples = list(val_samples)
     if not train_samples or not val_samples:
@@ -354,6 +367,8 @@ def train_and_evaluate(
     if resume is not None:
         restore_into(resume, average if averaging else model, optimizer, training=model if averaging else None)
         first_epoch = resume.epoch + 1
+        if epochs is not None:
+            plan_schedule(optimizer, config.train.total_steps)
     model.train()
     train_step = make_train_step(config)
     predictor = Predictor(build_model(config.model))
@@ -418,6 +433,7 @@ def train_and_evaluate(
             )
         step = int(optimizer.step[...])
         metrics["loss"] = float(np.mean(losses)) if losses else float("nan")
+        metrics["train_seconds"] = train_seconds
         info: CheckpointInfo = save_checkpoint(
             workdir / "checkpoints" / f"epoch_{epoch:04d}", validated, optimizer, config, epoch, step, metrics,
             training=model if averaging else None,
