@@ -268,7 +268,8 @@ def trial_rows(results, fates: dict | None = None, cpus_per_trial: float = 1.0) 
             "trial": _trial_id(result),
             "score": float(best["score"]),
             "epoch": int(best.get("epoch", best.get("training_iteration", 0))),
-            "epochs_run": int(history["training_iteration"].max()),
+            # The epoch reached: a halving survivor reports only the epochs it validates.
+            "epochs_run": int(history["epoch"].max() if "epoch" in history else history["training_iteration"].max()),
             "calibrated": best.get("calibrated", ""),
             "checkpoint": checkpoint,
             "node": best.get("node", ""),

@@ -8,7 +8,7 @@ them (at least one per slot; by validation on a small fixed subset of
 images) go on, from their checkpoints, to eta times as many units; the
 last rung's slots survivors train until the deadline, with a
 learning-rate schedule planned for the units they will get (planned again
-when each becomes a survivor, from its own unit time and the time left),
+after each survivor's first unit, from that unit's time and the time left),
 and score the
 whole validation split every few units (full_every) and at their end.
 The pruning rungs take at most PRUNING_SHARE of the budget. Pure functions
@@ -201,26 +201,24 @@ class HalvingTrial:
     full_every: int = 1
     total_units: int = 0
     deadline: float | None = None
-    start_seconds: float = 0.0
     full_seconds: float = 0.0
 
     @classmethod
     def of(cls, plan: HalvingPlan, subset, deadline: float | None = None) -> "HalvingTrial":
         """A plan's trials: the subset until its last pruning rung, then its survivors' cadence."""
-        return cls(tuple(subset), plan.rungs[-2].units, plan.full_every, plan.total_units, deadline,
-                   plan.start_seconds, plan.full_seconds)
+        return cls(tuple(subset), plan.rungs[-2].units, plan.full_every, plan.total_units, deadline, plan.full_seconds)
 
     def survivor(self, done: int, unit_s: float, now: float) -> "HalvingTrial":
-        """This trial as a survivor that has trained `done` units, each
-        taking unit_s seconds (measured on its own last unit: the machine as
-        it is now, not the probe's), planned anew to end at the deadline:
-        its restart, a unit's training and its share of the whole-split
-        validations, and the last validation. The plan's units were planned
-        for PLANNED_SHARE of the budget; what is left at this point is known.
-        A margin of SURVIVOR_MARGIN keeps a slower unit inside the deadline."""
+        """This trial as a survivor that has trained `done` units, the last
+        in unit_s seconds once compiled (the machine as it is now, not the
+        probe's), planned anew to end at the deadline: its units, their
+        share of the whole-split validations, the validation of the unit
+        just trained and the last one. The plan's units were planned for
+        PLANNED_SHARE of the budget from the probe's timing; here the time
+        left is known. SURVIVOR_MARGIN keeps a slower unit inside the deadline."""
         if self.deadline is None:
             return self
-        left = (self.deadline - now) * (1 - SURVIVOR_MARGIN) - self.start_seconds - self.full_seconds
+        left = (self.deadline - now) * (1 - SURVIVOR_MARGIN) - 2 * self.full_seconds
         units = int(left // (unit_s + self.full_seconds / self.full_every))
         return dataclasses.replace(self, total_units=done + max(1, units))
 

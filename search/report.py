@@ -60,7 +60,14 @@ class Trial:
 
     @property
     def epochs(self) -> int:
-        return len(self.history)
+        """The epoch reached: the last report's (a halving survivor reports only the epochs it validates)."""
+        return int(_number(self.history[-1].get("epoch")) or len(self.history)) if self.history else 0
+
+    @property
+    def planned_epochs(self) -> int:
+        """Its epochs in all: the last report's (a survivor plans its own), else its parameters'."""
+        reported = _number(self.history[-1].get("epochs")) if self.history else None
+        return int(reported or _number(self.params.get("epochs")) or 0)
 
     @property
     def best(self) -> dict:
@@ -148,7 +155,7 @@ def trial_status(trial: Trial, rungs: list[int], running: bool, fate: str | None
         return f"{fate} (epoch {trial.epochs})"
     if fate and fate.startswith("at rung") and trial.history:
         return f"running ({fate[3:]}, epoch {trial.epochs})" if running else f"stopped by the time budget {fate} (epoch {trial.epochs})"
-    planned = int(_number(trial.params.get("epochs")) or 0)
+    planned = trial.planned_epochs
     if not trial.history:
         # Tune writes params.json when a trial starts: without it, the search ended first.
         return "waiting" if running else ("no report" if trial.params else "not started")

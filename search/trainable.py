@@ -9,6 +9,7 @@ GPU memory share, compilation cache) is set.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 #: What a trial reports each epoch, besides its config.
-METRICS = ("score", "loss", "epoch", "foreground", "images_per_s")
+METRICS = ("score", "loss", "epoch", "epochs", "foreground", "images_per_s")
 #: The metric Tune ranks a trial's checkpoints by (see run_trial).
 RANK_SCORE = "rank_score"
 
@@ -97,19 +98,25 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
     workdir = Path(tempfile.mkdtemp(prefix="nucjax-trial-"))
     film = workdir / "film"
     checkpoint = tune.get_checkpoint()
-    epochs = None
     if checkpoint is not None:
         # Resume: put Tune's checkpoint where train_and_evaluate looks for the latest, and the film so far back.
         with checkpoint.as_directory() as folder:
             record = json.loads((Path(folder) / "checkpoint.json").read_text())
             epoch = record["epoch"]
-            if halving is not None and epoch >= halving.subset_until and "train_seconds" in record["metrics"]:
-                # A survivor: its units are planned again to end at the deadline, at its own pace.
-                halving = halving.survivor(epoch, record["metrics"]["train_seconds"], time.time())
-                epochs = halving.total_units
+            if halving is not None and epoch > halving.subset_until:
+                # A survivor interrupted: its units as it planned them (see plan_epochs), not the plan's.
+                halving = dataclasses.replace(halving, total_units=record["config"]["train"]["epochs"])
             shutil.copytree(folder, workdir / "checkpoints" / f"epoch_{epoch:04d}")
             if (Path(folder) / "film").is_dir():
                 shutil.copytree(Path(folder) / "film", film, dirs_exist_ok=True)
+
+    def plan_epochs(epoch, unit_seconds):
+        # A survivor's first unit, timed on this machine as it runs now: its units planned anew to end at the deadline.
+        nonlocal halving
+        if halving is None or epoch != halving.subset_until + 1:
+            return None
+        halving = halving.survivor(epoch, unit_seconds, time.time())
+        return halving.total_units
 
     def on_epoch(result, maps):
         # The per-epoch film so far travels in every checkpoint, so the newest kept one holds all of it.
@@ -132,7 +139,8 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
         # Stop, validate and report before the deadline rather than be cut mid-unit by Tune's.
         budget = halving.deadline - time.time() if halving is not None and halving.deadline else None
         train_and_evaluate(config, train, val, workdir, on_epoch=on_epoch, validate_on=validate_on, time_budget_s=budget,
-                           groups=groups, example_cache=Path(example_cache) if example_cache else None, epochs=epochs)
+                           groups=groups, example_cache=Path(example_cache) if example_cache else None,
+                           plan_epochs=plan_epochs)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -16,12 +16,17 @@ from search.report import LiveSearch, asha_rungs, gather, main, render, write_re
 needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no Chromium (.ci/run installs it)")
 
 
-def make_trial(folder: Path, name: str, scores: list[float], epochs: int, error: str | None = None, **params):
+def make_trial(folder: Path, name: str, scores: list[float], epochs: int, error: str | None = None,
+               at: list[int] | None = None, planned: int | None = None, **params):
+    """A trial folder as Tune writes it; at: the epochs reported (every one by default),
+    planned: the epochs in all the trial itself reports (a halving survivor's own plan)."""
     trial = folder / name
     trial.mkdir(parents=True)
     (trial / "params.json").write_text(json.dumps({"epochs": epochs, "learning_rate": 1e-3, **params}))
-    lines = [json.dumps({"score": s, "loss": 1.0 / (i + 1), "epoch": i + 1, "training_iteration": i + 1,
-                         "time_total_s": 30.0 * (i + 1), "score_fluorescence": s + 0.1, "score_histology": s - 0.1})
+    at = at or list(range(1, len(scores) + 1))
+    lines = [json.dumps({"score": s, "loss": 1.0 / (i + 1), "epoch": at[i], "training_iteration": i + 1,
+                         "time_total_s": 30.0 * (i + 1), "score_fluorescence": s + 0.1, "score_histology": s - 0.1,
+                         **({"epochs": planned} if planned else {})})
              for i, s in enumerate(scores)]
     (trial / "result.json").write_text("\n".join(lines) + ("\n" if lines else ""))
     if error:
@@ -81,6 +86,25 @@ def test_a_halving_search_shows_its_rungs_where_its_core_seconds_went_and_its_se
     assert "240, 75% on the final survivors" in page  # 90 + 90 of 30 + 30 + 90 + 90
     assert "30 s (Ray&#x27;s start, the data, the timing probes), 5.0% of the budget; the probes 20 s, 8 s of it compiling" in page
     assert "pruned at rung 0" in page
+
+
+def test_a_survivor_that_planned_its_own_epochs_ends_finished_at_its_last_epoch(tmp_path):
+    """Survivors validate every few units and plan their units anew: the
+    report reads the epoch each reached and the end each planned."""
+    from search.halving import HALVING_FILE
+
+    folder = tmp_path / "exp"
+    plan = {"rungs": [[4, 1], [2, 3]], "unit_steps": 10, "unit_seconds": 30.0, "start_seconds": 5.0, "slots": 2, "eta": 2}
+    Experiment(folder, tmp_path / "data", "extended", None, "group", 0.15, 0.1, 0, ("a", "b"), ("c",),
+               search={"train_images": 40, "time_budget_min": 10.0, "cpus_per_trial": 1, "gpus_per_trial": 0,
+                       "scheduler": "halving", "halving": {"plan": plan}}).write()
+    make_trial(folder, "trial_a", [0.2, 0.3, 0.4, 0.5], 3, at=[1, 2, 4, 6], planned=6)  # planned 3, then 6
+    make_trial(folder, "trial_b", [0.2, 0.3, 0.35], 3, at=[1, 2, 4], planned=6)  # cut at 4 of its 6
+    (folder / HALVING_FILE).write_text(json.dumps({"plan": plan, "rung": {"a": 1, "b": 1}, "scores": {}, "fate": {}}) + "\n")
+    report = gather(folder, gallery=False)
+    assert {t.name: (t.epochs, t.planned_epochs) for t in report.trials} == {"trial_a": (6, 6), "trial_b": (4, 6)}
+    page = render(report)
+    assert "finished" in page and "stopped by the time budget at epoch 4" in page
 
 
 def test_a_running_search_reads_tunes_staging_folder_and_knows_which_trials_ended(experiment, tmp_path):

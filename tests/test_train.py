@@ -289,21 +289,34 @@ def test_a_paused_run_trains_exactly_as_one_never_paused(tmp_path, tiny_samples)
     assert [r.validated_images for r in straight] == [1, 1, len(val)]
 
 
-def test_a_resumed_run_given_more_epochs_plans_its_schedule_to_end_there(tmp_path, tiny_samples):
-    """A halving survivor's re-plan: resumed with epochs=4 (planned for 3),
-    it trains on to epoch 4 and its learning rate follows a schedule ending
-    at 4 epochs' steps, from the step it had reached."""
+def test_a_run_planned_anew_trains_to_its_new_end_and_resumes_with_it(tmp_path, tiny_samples):
+    """A halving survivor's re-plan: planned for 3 epochs, told after its
+    first that 4 fit, it trains to epoch 4 on a learning-rate schedule that
+    ends at 4 epochs' steps; interrupted, it resumes with the new plan."""
     config = tiny_experiment(train={"epochs": 3, "steps_per_epoch": 2, "max_to_keep": 10})
     train, val = split(tiny_samples)
+    timed = []
+
+    def four_after_the_first(epoch, unit_seconds):
+        timed.append((epoch, unit_seconds))
+        return 4 if epoch == 1 else None
+
+    def interrupt_after_second_epoch(result, maps):
+        if result.epoch == 2:
+            raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        loop.train_and_evaluate(config, train, val, tmp_path, on_epoch=interrupt_after_first_epoch)
-    resumed = loop.train_and_evaluate(config, train, val, tmp_path, epochs=4)
-    assert [(r.epoch, r.epochs, r.step) for r in resumed] == [(2, 4, 4), (3, 4, 6), (4, 4, 8)]
-    assert latest_checkpoint(tmp_path).config.train.epochs == 4
+        loop.train_and_evaluate(config, train, val, tmp_path, plan_epochs=four_after_the_first,
+                                on_epoch=interrupt_after_second_epoch)
+    resumed = loop.train_and_evaluate(config, train, val, tmp_path)
+    assert [(r.epoch, r.epochs, r.step) for r in resumed] == [(3, 4, 6), (4, 4, 8)]
+    assert [epoch for epoch, _ in timed] == [1, 2] and all(seconds > 0 for _, seconds in timed)
+    first = json.loads((tmp_path / "checkpoints" / "epoch_0001" / "checkpoint.json").read_text())
+    assert first["metrics"]["unit_seconds"] == timed[0][1]
 
-    # The schedule the resumed run trained and saved with ends at 4 epochs' steps; a fresh optimizer's at 3.
+    # The schedule it trained and saved with ends at 4 epochs' steps; a fresh optimizer's at 3.
     saved = latest_checkpoint(tmp_path)
+    assert saved.config.train.epochs == 4
     model = loop.build_training_model(saved.config)
     optimizer = loop.make_optimizer(model, config.train)
     fresh = optimizer.opt_state.hyperparams["total_steps"][...]

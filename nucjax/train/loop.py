@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -305,7 +306,7 @@ def train_and_evaluate(
     validate_on=None,
     groups: dict | None = None,
     example_cache: Path | None = None,
-    epochs: int | None = None,
+    plan_epochs=None,
 ) -> list[EpochResult]:
     """Train a U-Net on labelled samples, validating and checkpointing every epoch.
 
@@ -320,9 +321,12 @@ def train_and_evaluate(
     budget stops training there (it then validates as the last epoch would).
     groups: every sample's acquisition group by image id (computed here
     when not given). example_cache: a folder keeping the prepared
-    training examples (nucjax.inputs.cached_training_examples). epochs:
-    the epochs in all, replacing the config's (also a resumed run's): the
-    learning-rate schedule is planned again to end there.
+    training examples (nucjax.inputs.cached_training_examples).
+    plan_epochs(epoch, unit_seconds): called after each epoch's training
+    with the seconds an epoch of steps takes once compiled (the first step,
+    which may compile, left out); a number it returns becomes the run's
+    epochs in all, and the learning-rate schedule is planned again to end
+    there (a halving survivor fitting its units to the deadline).
     Raises TrainingDiverged on NaN or exploding loss or all-foreground output.
     """
     start_time = time.monotonic()
@@ -330,8 +334,6 @@ def train_and_evaluate(
     resume = latest_checkpoint(workdir)
     if resume is not None:
         config = resume.config
-    if epochs is not None:
-        config = config.replace(train={"epochs": epochs})
     model = build_training_model(config)
     val_samples = list(val_samples)
     if not train_samples or not val_samples:
@@ -367,8 +369,6 @@ def train_and_evaluate(
     if resume is not None:
         restore_into(resume, average if averaging else model, optimizer, training=model if averaging else None)
         first_epoch = resume.epoch + 1
-        if epochs is not None:
-            plan_schedule(optimizer, config.train.total_steps)
     model.train()
     train_step = make_train_step(config)
     predictor = Predictor(build_model(config.model))
@@ -396,8 +396,11 @@ def train_and_evaluate(
         if on_step is not None:
             on_step(step, loss)
 
-    for epoch in range(first_epoch, config.train.epochs + 1):
+    for epoch in itertools.count(first_epoch):
+        if epoch > config.train.epochs:  # read each epoch: plan_epochs may change it
+            break
         epoch_start = time.monotonic()
+        steady_start = None  # when the epoch's first step has run: the steps after it are compiled
         losses = []
         stopped_early = False
         pending = None  # the last step's loss, read after the next step is queued so the device never idles
@@ -409,10 +412,17 @@ def train_and_evaluate(
             step += 1
             if pending is not None:
                 check(float(pending[0]), pending[1])
+                steady_start = steady_start or time.monotonic()
             pending = (loss, step)
         if pending is not None:
             check(float(pending[0]), pending[1])
         train_seconds = time.monotonic() - epoch_start
+        unit_seconds = ((time.monotonic() - steady_start) * len(losses) / (len(losses) - 1)
+                        if steady_start and len(losses) > 1 else train_seconds)
+        planned = plan_epochs(epoch, unit_seconds) if plan_epochs is not None and not stopped_early else None
+        if planned and planned != config.train.epochs:
+            config = config.replace(train={"epochs": max(planned, epoch)})
+            plan_schedule(optimizer, config.train.total_steps)
 
         validation = as_validation(validate_on(epoch) if validate_on is not None else range(len(val_samples)))
         if stopped_early and not validation.images:
@@ -433,7 +443,7 @@ def train_and_evaluate(
             )
         step = int(optimizer.step[...])
         metrics["loss"] = float(np.mean(losses)) if losses else float("nan")
-        metrics["train_seconds"] = train_seconds
+        metrics["unit_seconds"] = unit_seconds
         info: CheckpointInfo = save_checkpoint(
             workdir / "checkpoints" / f"epoch_{epoch:04d}", validated, optimizer, config, epoch, step, metrics,
             training=model if averaging else None,
