@@ -49,7 +49,7 @@ def main() -> None:
     (model,) = jax_segmenter.models
     sources = find_samples(args.data)[0]
     if args.split != "all":
-        sources = split_part(sources, args.split, model.config.train)
+        sources, _ = split_part(sources, args.split, model.config.train)
     sources = sources[: args.images]
     samples = list(readable_samples(sources))
     print(f"{len(samples)} images, {model.path}, {os.cpu_count()} CPUs")

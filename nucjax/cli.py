@@ -226,13 +226,15 @@ def load_truth(path: Path, what: str) -> dict:
     return truths
 
 
-def scores_by_kind_and_group(described: dict) -> str:
+def scores_by_kind_and_group(described: dict, groups: dict | None = None) -> str:
     """Two lines: the mean score by image kind and by acquisition group,
-    from {image id: (image_descriptor, score)}."""
+    from {image id: (image_descriptor, score)}; groups: {image id: group
+    name} (a run's, so the names match its validation's), else clustered
+    over these images."""
     from nucjax.data import acquisition_groups
 
     ids = list(described)
-    groups = acquisition_groups(ids, descriptors=[described[i][0] for i in ids])
+    groups = groups or acquisition_groups(ids, descriptors=[described[i][0] for i in ids])
     lines = []
     for title, key in (("by kind", lambda i: described[i][0][0]), ("by group", lambda i: groups[i])):
         buckets: dict[str, list[float]] = {}
@@ -242,11 +244,14 @@ def scores_by_kind_and_group(described: dict) -> str:
     return "\n".join(lines)
 
 
-def predict_folder(segment, sources, args, score_label: str = "Kaggle score", report=None) -> tuple[list, dict]:
+def predict_folder(segment, sources, args, score_label: str = "Kaggle score", report=None,
+                   groups: dict | None = None) -> tuple[list, dict]:
     """Segment every source with segment (see nucjax.segmenter.segment_folder),
     write the submission (a row for every image: empty where unreadable)
     and the --labels and --overlays, call report(scores) when given, and
-    print the Kaggle score last where truth is known. Returns
+    print the Kaggle score last where truth is known (by kind and by
+    acquisition group first; groups: the names to use, see
+    scores_by_kind_and_group). Returns
     (predictions, {outcome name: per-image scores})."""
     from nucjax.data import DataError
     from nucjax.data.kaggle import write_label_png
@@ -282,7 +287,7 @@ def predict_folder(segment, sources, args, score_label: str = "Kaggle score", re
         report(scores)
     main_scores = next(iter(scores.values()), [])
     if main_scores:
-        print(scores_by_kind_and_group(described))
+        print(scores_by_kind_and_group(described, groups))
         missing = len(predictions) - len(main_scores)
         note = f" ({missing} images without truth left out)" if missing else ""
         print(f"{score_label}: {sum(main_scores) / len(main_scores):.4f}{note}")

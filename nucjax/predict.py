@@ -35,15 +35,20 @@ def parse_args(argv=None):
     return args
 
 
-def split_part(sources, part: str, train_config):
-    """The sources in one part of the split a checkpoint was validated on;
-    unreadable images are left to the prediction loop to report."""
+def split_part(sources, part: str, train_config) -> tuple[list, dict[str, str]]:
+    """The sources in one part of the split a checkpoint was validated on
+    (unreadable images are left to the prediction loop to report), and the
+    acquisition groups named as its training named them: clustered over
+    its training and validation images (and the test images, for that part)."""
+    from nucjax.data import acquisition_groups
     from nucjax.segmenter import readable_samples
 
     readable = list(readable_samples(sources))
     train, val, test = train_config.split_samples(readable)
     chosen = {s.image_id for s in {"train": train, "val": val, "test": test}[part]}
-    return [s for s in sources if s.image_id in chosen]
+    named = train + val + (test if part == "test" else [])
+    groups = acquisition_groups([s.image_id for s in named], [s.image for s in named])
+    return [s for s in sources if s.image_id in chosen], groups
 
 
 def main(argv=None) -> None:
@@ -62,11 +67,12 @@ def main(argv=None) -> None:
         segmenter = segmenter.replace(postprocess=dataclasses.replace(segmenter.postprocess, method=args.postprocess))
     sources = image_sources(args.data, args.strict)
     (model,) = segmenter.models
+    groups = None
     if args.split != "all":
-        sources = split_part(sources, args.split, model.config.train)
+        sources, groups = split_part(sources, args.split, model.config.train)
     print(f"predicting {len(sources)} images with {model.path} (validation {model.score:.4f}, scale {segmenter.scale_mode()})",
           file=sys.stderr)
-    predict_folder(planned_for(segmenter, sources).segment, sources, args)
+    predict_folder(planned_for(segmenter, sources).segment, sources, args, groups=groups)
 
 
 if __name__ == "__main__":

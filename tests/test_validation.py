@@ -39,15 +39,18 @@ def test_every_checkpoint_scores_in_prediction_what_training_validated(scaled_ru
     assert [c.epoch for c in checkpoints] == [1, 2, 3, 4]
     assert any(c.score > 0 for c in checkpoints)  # the check means something only where nuclei are found
     for info in checkpoints:
-        sources = predict.split_part(find_samples(root)[0], "val", info.config.train)
+        sources, _ = predict.split_part(find_samples(root)[0], "val", info.config.train)
         segmenter = Segmenter.load(info.path).planned(folder_images(sources))  # as nucjax.predict plans its folder
         scores = [next(iter(r.scores.values())) for r in segment_folder(segmenter.segment, sources)]
         assert len(scores) == info.metrics["images"]
         assert float(np.mean(scores)) == info.score, info.path.name
         predict.main(["--checkpoint", str(info.path), "--data", str(root), "--split", "val",
                       "--out", str(tmp_path / f"{info.path.name}.csv")])
-        printed = capsys.readouterr().out.strip().splitlines()[-1]
+        *_, by_group, printed = capsys.readouterr().out.strip().splitlines()
         assert printed == f"Kaggle score: {info.score:.4f}"
+        # Scored by the same groups, under the names training gave them.
+        printed_groups = {entry.split()[0]: entry.split()[1] for entry in by_group.removeprefix("by group: ").split(", ")}
+        assert printed_groups == {group: f"{score:.4f}" for group, score in info.metrics["scores_by_group"].items()}
 
 
 def test_the_scale_decision_holds_under_a_small_change_of_the_weights(scaled_run):
@@ -92,7 +95,7 @@ def test_the_ensembles_calibrated_score_is_what_its_plans_predict(scaled_run, tm
     models = [load_model(c.path) for c in list_checkpoints(run)[-2:]]
     calibration, _ = calibration_samples(models, None, root, tmp_path)
     _, plans, _ = ensemble_plans(models, calibration, EnsembleConfig(select="all", compare=True), {"scale": "model"})
-    sources = predict.split_part(find_samples(root)[0], "val", models[0].config.train)
+    sources, _ = predict.split_part(find_samples(root)[0], "val", models[0].config.train)
     assert len(plans) == 3  # mean, then intersect and vote
     for plan in plans:
         segmenter = plan.segmenter.planned(folder_images(sources))
