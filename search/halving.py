@@ -211,16 +211,26 @@ class HalvingTrial:
     def survivor(self, done: int, unit_s: float, now: float) -> "HalvingTrial":
         """This trial as a survivor that has trained `done` units, the last
         in unit_s seconds once compiled (the machine as it is now, not the
-        probe's), planned anew to end at the deadline: its units, their
-        share of the whole-split validations, the validation of the unit
-        just trained and the last one. The plan's units were planned for
-        PLANNED_SHARE of the budget from the probe's timing; here the time
-        left is known. SURVIVOR_MARGIN keeps a slower unit inside the deadline."""
+        probe's), planned anew to end at the deadline: the most units that
+        fit with the whole-split validations they will run (the unit just
+        trained, every full_every-th, the last). The plan's units were
+        planned for PLANNED_SHARE of the budget from the probe's timing;
+        here the time left is known. SURVIVOR_MARGIN keeps a slower unit
+        inside the deadline."""
         if self.deadline is None:
             return self
-        left = (self.deadline - now) * (1 - SURVIVOR_MARGIN) - 2 * self.full_seconds
-        units = int(left // (unit_s + self.full_seconds / self.full_every))
-        return dataclasses.replace(self, total_units=done + max(1, units))
+        left = (self.deadline - now) * (1 - SURVIVOR_MARGIN)
+
+        def cost(units: int) -> float:
+            last = done + units
+            cadence = sum(1 for epoch in range(done + 1, last + 1) if (epoch - self.subset_until) % self.full_every == 0)
+            off_cadence_end = (last - self.subset_until) % self.full_every != 0
+            return units * unit_s + (1 + cadence + off_cadence_end) * self.full_seconds
+
+        units = 1
+        while cost(units + 1) <= left:
+            units += 1
+        return dataclasses.replace(self, total_units=done + units)
 
     def validate_on(self, epoch: int, images: int) -> Validation:
         if epoch <= self.subset_until:

@@ -154,9 +154,11 @@ def test_a_survivor_plans_its_units_to_end_at_the_deadline_at_its_own_pace():
     plan = plan_halving(3600, 2, 37, 50.0, 20.0, subset_s=8.0, full_s=100.0)
     trial = HalvingTrial.of(plan, [0, 3, 5], deadline=10_000.0)
     assert trial.full_seconds == 100.0
-    # 2000 s left: less the margin, this unit's and the last whole validation; each unit 40 s and 100/16 s of validations.
+    # 1900 s of the 2000 left (the margin): 37 units of 40 s and 4 whole validations of 100 s (the unit just
+    # trained, epochs 19 and 35 on the 16-unit cadence from the subset's end at 3, the last at 46): 1880 s.
+    assert (trial.subset_until, trial.full_every) == (3, 16)
     survivor = trial.survivor(9, 40.0, now=8_000.0)
-    expected = int((2000 * 0.95 - 2 * 100) // (40 + 100 / 16))
+    expected = 37
     assert survivor.total_units == 9 + expected and survivor.subset_until == trial.subset_until
     assert trial.survivor(9, 80.0, now=8_000.0).total_units < survivor.total_units  # a slower machine: fewer units
     assert trial.survivor(9, 40.0, now=9_990.0).total_units == 10  # past hope: one unit, the deadline stops it
