@@ -29,10 +29,12 @@ def split(samples):
     return samples[:6], samples[6:]
 
 
-def interrupt_after_first_epoch(result, maps):
-    """An on_epoch that stops a run as an interruption would, after epoch 1 is saved."""
-    if result.epoch == 1:
-        raise KeyboardInterrupt
+def interrupt_after(epoch: int):
+    """An on_epoch that stops a run as an interruption would, after `epoch` is saved."""
+    def on_epoch(result, maps):
+        if result.epoch == epoch:
+            raise KeyboardInterrupt
+    return on_epoch
 
 
 def test_trials_that_differ_only_in_numbers_share_one_compiled_step(tiny_samples):
@@ -90,7 +92,7 @@ def test_training_resumes_where_it_stopped(tmp_path, tiny_samples):
     train, val = split(tiny_samples)
 
     with pytest.raises(KeyboardInterrupt):
-        loop.train_and_evaluate(config, train, val, tmp_path, on_epoch=interrupt_after_first_epoch)
+        loop.train_and_evaluate(config, train, val, tmp_path, on_epoch=interrupt_after(1))
     assert [c.epoch for c in list_checkpoints(tmp_path)] == [1]
     results = loop.train_and_evaluate(config, train, val, tmp_path)
     assert [r.epoch for r in results] == [2, 3]
@@ -281,7 +283,7 @@ def test_a_paused_run_trains_exactly_as_one_never_paused(tmp_path, tiny_samples)
 
     straight = loop.train_and_evaluate(config, train, val, tmp_path / "straight", validate_on=subset)
     with pytest.raises(KeyboardInterrupt):
-        loop.train_and_evaluate(config, train, val, tmp_path / "paused", on_epoch=interrupt_after_first_epoch,
+        loop.train_and_evaluate(config, train, val, tmp_path / "paused", on_epoch=interrupt_after(1),
                                 validate_on=subset)
     resumed = loop.train_and_evaluate(config, train, val, tmp_path / "paused", validate_on=subset)
     assert [r.loss for r in resumed] == [r.loss for r in straight[1:]]
@@ -301,13 +303,9 @@ def test_a_run_planned_anew_trains_to_its_new_end_and_resumes_with_it(tmp_path, 
         timed.append((epoch, unit_seconds))
         return 4 if epoch == 1 else None
 
-    def interrupt_after_second_epoch(result, maps):
-        if result.epoch == 2:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
         loop.train_and_evaluate(config, train, val, tmp_path, plan_epochs=four_after_the_first,
-                                on_epoch=interrupt_after_second_epoch)
+                                on_epoch=interrupt_after(2))
     resumed = loop.train_and_evaluate(config, train, val, tmp_path)
     assert [(r.epoch, r.epochs, r.step) for r in resumed] == [(3, 4, 6), (4, 4, 8)]
     assert [epoch for epoch, _ in timed] == [1, 2] and all(seconds > 0 for _, seconds in timed)

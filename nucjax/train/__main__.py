@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from nucjax.cli import data_command_parser, fail, load_data
+from nucjax.models.unet_config import MODELS, NORMS
 
 
 #: The flags that set one flat parameter (see nucjax.config.from_params):
@@ -60,7 +61,7 @@ PARAMETER_FLAGS = (
     ("--precision", "precision", "bfloat16: mixed precision for GPUs (float32 parameters and loss)"),
 )
 #: Choices of the string parameters.
-CHOICES = {"model": ("standard", "extended"), "norm": ("batch", "group", "none"), "mode": ("crop", "resize"), "preprocessing": ("reference", "stain"),
+CHOICES = {"model": MODELS, "norm": NORMS, "mode": ("crop", "resize"), "preprocessing": ("reference", "stain"),
            "normalisation": ("minmax", "percentile"), "schedule": ("cosine", "constant", "step"),
            "loss": ("bce_dice", "bce"), "split": ("group", "stratified"), "pipeline": ("auto", "resident", "streaming"),
            "precision": ("float32", "bfloat16")}

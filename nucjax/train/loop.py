@@ -115,9 +115,9 @@ def make_optimizer(model, config: TrainConfig) -> nnx.Optimizer:
 
 
 def plan_schedule(optimizer: nnx.Optimizer, total_steps: int) -> None:
-    """Make a restored optimizer's learning-rate schedule end at total_steps
-    (from where it is: the count stays). A number in its state, so the
-    compiled step is reused (the value keeps its dtype and weak type)."""
+    """Make the optimizer's learning-rate schedule end at total_steps from
+    where it is (the count stays). A number in its state, so the compiled
+    step is reused (the value keeps its dtype and weak type)."""
     total = optimizer.opt_state.hyperparams["total_steps"]
     total[...] = jax.lax.full_like(total[...], total_steps)
 
