@@ -91,10 +91,11 @@ def test_the_first_rung_takes_as_many_configurations_as_the_pruning_share_afford
 def test_survivors_validate_the_whole_split_every_few_units_within_their_share():
     plan = plan_halving(3600, 2, 37, 50.0, 20.0, subset_s=8.0, full_s=100.0)
     train_s = plan.unit_seconds - plan.subset_seconds
-    assert plan.full_every == 16 and plan.full_seconds / plan.full_every <= FULL_VALIDATION_SHARE * train_s
-    assert plan.survivor_unit_seconds == pytest.approx(train_s + 100.0 / 16)
+    assert plan.full_every == 10 and plan.full_seconds / plan.full_every <= FULL_VALIDATION_SHARE * train_s
+    assert plan.full_seconds / (plan.full_every - 1) > FULL_VALIDATION_SHARE * train_s  # as often as the share allows
+    assert plan.survivor_unit_seconds == pytest.approx(train_s + 100.0 / 10)
     trial = HalvingTrial.of(plan, [0, 3, 5], deadline=123.0)
-    assert (trial.subset_until, trial.full_every, trial.total_units) == (plan.rungs[-2].units, 16, plan.total_units)
+    assert (trial.subset_until, trial.full_every, trial.total_units) == (plan.rungs[-2].units, 10, plan.total_units)
     assert trial.validate_on(plan.total_units, 50) == Validation(tuple(range(50)))
     # Costed: dearer whole-split validation leaves the survivors fewer units.
     assert plan_halving(3600, 2, 37, 50.0, 20.0, subset_s=8.0, full_s=400.0).total_units < plan.total_units
@@ -154,11 +155,12 @@ def test_a_survivor_plans_its_units_to_end_at_the_deadline_at_its_own_pace():
     plan = plan_halving(3600, 2, 37, 50.0, 20.0, subset_s=8.0, full_s=100.0)
     trial = HalvingTrial.of(plan, [0, 3, 5], deadline=10_000.0)
     assert trial.full_seconds == 100.0
-    # 1900 s of the 2000 left (the margin): 37 units of 40 s and 4 whole validations of 100 s (the unit just
-    # trained, epochs 19 and 35 on the 16-unit cadence from the subset's end at 3, the last at 46): 1880 s.
-    assert (trial.subset_until, trial.full_every) == (3, 16)
+    # 1900 s of the 2000 left (the margin): 34 units of 40 s and 5 whole validations of 100 s (the unit just
+    # trained, epochs 13, 23 and 33 on the 10-unit cadence from the subset's end at 3, and 43, the last, on it
+    # too): 1860 s. 35 units would add an off-cadence last validation: 2000 s.
+    assert (trial.subset_until, trial.full_every) == (3, 10)
     survivor = trial.survivor(9, 40.0, now=8_000.0)
-    expected = 37
+    expected = 34
     assert survivor.total_units == 9 + expected and survivor.subset_until == trial.subset_until
     assert trial.survivor(9, 80.0, now=8_000.0).total_units < survivor.total_units  # a slower machine: fewer units
     assert trial.survivor(9, 40.0, now=9_990.0).total_units == 10  # past hope: one unit, the deadline stops it
