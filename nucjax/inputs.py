@@ -43,7 +43,7 @@ class InputConfig:
     border: bool = True
     preprocessing: str = "stain"
     normalisation: str = "percentile"
-    diameter: float = 20.0
+    diameter: float = 16.0
     scale_jitter: float = 0.25
 
     def __post_init__(self):

@@ -94,4 +94,4 @@ def test_prepared_examples_are_kept_and_read_back_identical(tmp_path, tiny_sampl
         assert all(np.array_equal(x, y) for x, y in zip(a.variants, b.variants))
     # Other inputs, another file: nothing stale is read.
     with pytest.raises(AssertionError, match="prepared again"):
-        cached_training_examples(tmp_path, tiny_samples, "extended", InputConfig(size=32, diameter=16.0), augment, seed=3)
+        cached_training_examples(tmp_path, tiny_samples, "extended", InputConfig(size=32, diameter=config.diameter + 4), augment, seed=3)

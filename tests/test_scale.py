@@ -88,8 +88,8 @@ def test_segmenter_scales_map_labels_back_to_the_original_grid():
     native = Segmenter.of([brightness_model()], scale="native")
     auto = native.replace(scale="auto")
     halved = native.replace(scale=0.5)
-    assert auto.models[0].diameter == 20.0  # the default config's canonical diameter
-    assert auto.member_maps(image)[0] == pytest.approx(20.0 / 40, rel=0.1)
+    assert auto.models[0].diameter == 16.0  # the default config's canonical diameter
+    assert auto.member_maps(image)[0] == pytest.approx(auto.models[0].diameter / 40, rel=0.1)
     for segmenter in (native, auto, halved):
         found = segmenter.segment(image)
         assert found.shape == labels.shape and found.dtype == np.int32
@@ -110,7 +110,8 @@ def test_the_scale_does_not_follow_the_calibrated_post_processing():
     for calibrated in (PostprocessConfig(method="cc", threshold=0.9, min_size=3),
                        PostprocessConfig(method="cc", threshold=0.5, min_size=5000)):  # drops every nucleus
         other = Segmenter.of([brightness_model(ExperimentConfig(postprocess=calibrated))], scale="auto")
-        assert other.member_maps(image)[0] == plain.member_maps(image)[0] == pytest.approx(0.5, rel=0.1)
+        expected = plain.models[0].diameter / 40  # the trained diameter over the discs'
+        assert other.member_maps(image)[0] == plain.member_maps(image)[0] == pytest.approx(expected, rel=0.1)
 
 
 def test_the_pyramid_level_that_sees_nuclei_at_the_trained_size_speaks():
@@ -275,7 +276,7 @@ def test_a_planned_folder_scales_each_image_for_its_acquisition_at_no_extra_firs
     segmenter = Segmenter.of([model], scale="auto")
     assert segmenter.member_maps(odd)[0] == 1.0  # on its own, the odd image stays native
     planned = segmenter.planned([*large, odd, *small])
-    assert [planned.member_maps(i)[0] for i in large] == [pytest.approx(0.5, rel=0.1)] * 3
+    assert [planned.member_maps(i)[0] for i in large] == [pytest.approx(model.diameter / 40, rel=0.1)] * 3
     assert planned.member_maps(odd)[0] == planned.member_maps(large[0])[0]  # its acquisition outvotes it
     seen.clear()
     assert [planned.member_maps(i)[0] for i in small] == [1.0, 1.0]
