@@ -40,14 +40,13 @@ def split_part(sources, part: str, train_config) -> tuple[list, dict[str, str]]:
     (unreadable images are left to the prediction loop to report), and the
     acquisition groups named as its training named them: clustered over
     its training and validation images (and the test images, for that part)."""
-    from nucjax.data import acquisition_groups
+    from nucjax.data import run_groups
     from nucjax.segmenter import readable_samples
 
     readable = list(readable_samples(sources))
     train, val, test = train_config.split_samples(readable)
     chosen = {s.image_id for s in {"train": train, "val": val, "test": test}[part]}
-    named = train + val + (test if part == "test" else [])
-    groups = acquisition_groups([s.image_id for s in named], [s.image for s in named])
+    groups = run_groups(train, val, test if part == "test" else [])
     return [s for s in sources if s.image_id in chosen], groups
 
 

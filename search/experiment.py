@@ -348,12 +348,11 @@ def run_search(args, storage: str, smoke: bool) -> str:
     from search.halving import HALVING_FILE, PlanError, fates, plan_record, read_halving
     from search.spaces import search_space
 
-    from nucjax.data.split import acquisition_groups
+    from nucjax.data.split import run_groups
 
     root, train, val, test = load_split(args, smoke)
-    everything = list(train) + list(val)
     # Once here, not in every trial: the groups validation reports by (and the subset covers).
-    groups = acquisition_groups([s.image_id for s in everything], [s.image for s in everything])
+    groups = run_groups(train, val)
     space = search_space(args.space, smoke, gpu=args.gpus_per_trial > 0)
     local = Path(storage) if "://" not in storage else None
     how = {"train_images": len(train), "time_budget_min": args.time_budget, "started_at": time.time() - (time.monotonic() - args.started), "grace_period": args.grace_period,

@@ -20,6 +20,7 @@ from nucjax.data.split import (
     acquisition_groups,
     group_split,
     image_kind,
+    run_groups,
     split_samples,
     stratified_split,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "generate",
     "image_kind",
     "load_dataset",
+    "run_groups",
     "read_image",
     "read_rle_csv",
     "read_truth",

@@ -131,6 +131,15 @@ def acquisition_groups(image_ids, images=None, descriptors=None) -> dict[str, st
     return groups
 
 
+def run_groups(*parts) -> dict[str, str]:
+    """{image id: group name} for a run's samples (its training and
+    validation parts, in that order, and any other part to name too):
+    clustered over all of them at once, so a run's training, its search
+    and nucjax.predict --split name the same experiment alike."""
+    everything = [s for part in parts for s in part]
+    return acquisition_groups([s.image_id for s in everything], [s.image for s in everything])
+
+
 def group_split(image_ids, kinds, groups, val_fraction: float = 0.15, test_fraction: float = 0.0, seed: int = 0) -> Split:
     """Split ids so that no group has images on two sides.
 

@@ -21,7 +21,7 @@ import optax
 from flax import nnx
 
 from nucjax.config import ExperimentConfig, TrainConfig, as_validation
-from nucjax.data import acquisition_groups, image_kind
+from nucjax.data import image_kind, run_groups
 from nucjax.inference import Predictor
 from nucjax.batches import (
     augmentation_values,
@@ -339,10 +339,8 @@ def train_and_evaluate(
     if not train_samples or not val_samples:
         raise ValueError(f"need training and validation images, got {len(train_samples)} and {len(val_samples)}")
     val_kinds = [image_kind(s.image) for s in val_samples]
-    # Groups are clustered over every image, so their names match the split's.
-    everything = list(train_samples) + val_samples
     if groups is None:
-        groups = acquisition_groups([s.image_id for s in everything], [s.image for s in everything])
+        groups = run_groups(train_samples, val_samples)
     val_groups = [groups[s.image_id] for s in val_samples]
     examples = (cached_training_examples(example_cache, train_samples, config.model.model, config.inputs, config.augment,
                                          config.train.seed) if example_cache is not None else
