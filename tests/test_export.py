@@ -160,24 +160,28 @@ def test_a_resize_mode_model_exports_at_its_one_size(tiny_run, tmp_path, capsys)
     assert "synthetic" in description.training_data.name
 
 
-@pytest.mark.parametrize("norm", ["group", "batch"])
-def test_the_onnx_graph_computes_each_norm_as_jax_does(norm):
-    """The graph's group norm (its reductions, written out) and folded batch
-    norm give JAX's maps, with scales and shifts that are not the identity."""
+@pytest.mark.parametrize("norm, model, smooth", [("group", "standard", 0.0), ("batch", "standard", 0.0),
+                                                  ("batch", "standard", 1.5), ("batch", "extended", 1.0)])
+def test_the_onnx_graph_computes_each_norm_and_the_input_smoothing_as_jax_does(norm, model, smooth):
+    """The graph's group norm (its reductions, written out), folded batch
+    norm and input smoothing (mirrored pads, fixed convolutions; each arm's
+    input of the extended U-Net) give JAX's maps, with scales and shifts
+    that are not the identity."""
     import jax
     from flax import nnx
 
     from nucjax.models.onnx_graph import network_graph, onnx_forward
     from nucjax.models.unet import UNetConfig, build_model
 
-    network = build_model(UNetConfig(depth=2, base_filters=8, norm=norm, out_channels=2))
+    config = UNetConfig(model=model, depth=2, base_filters=8, norm=norm, out_channels=2, smooth=smooth)
+    network = build_model(config)
     rng = np.random.default_rng(0)
     for path, variable in nnx.iter_graph(network):
         if isinstance(variable, (nnx.Param, nnx.BatchStat)) and path[-1] in ("scale", "bias", "mean", "var"):
             variable[...] = variable[...] + rng.uniform(0.1, 0.5, variable.shape).astype(np.float32)
     network.eval()
-    x = rng.uniform(0, 1, (2, 48, 40, 1)).astype(np.float32)
+    x = rng.uniform(0, 1, (2, 48, 40, config.in_channels)).astype(np.float32)
     expected = np.asarray(jax.nn.sigmoid(network(x)))
-    got = onnx_forward(network_graph(network).SerializeToString(), "standard")(x)
+    got = onnx_forward(network_graph(network).SerializeToString(), model)(x)
     assert expected.std() > 1e-3
     assert np.abs(got - expected).max() < 1e-4

@@ -48,6 +48,42 @@ def test_group_norm_uses_each_images_own_statistics():
     assert jnp.abs(batch_norm(image) - batch_norm(jnp.concatenate([image, others]))[:1]).max() > 1e-3
 
 
+def test_input_smoothing_is_a_normalised_gaussian_of_its_sigma_with_mirrored_edges():
+    """An impulse spreads to the Gaussian of the config's sigma (variance
+    sigma^2 along each axis, nothing lost); a constant and a ramp stay as
+    they are, at the edges too (mirrored, not zero-padded); 0 changes nothing."""
+    from nucjax.models.unet import smooth_inputs
+
+    impulse = jnp.zeros((1, 33, 33, 1)).at[0, 16, 16, 0].set(1.0)
+    spread = smooth_inputs(impulse, 1.5)[0, :, :, 0]
+    offsets = jnp.arange(33) - 16
+    assert abs(float(spread.sum()) - 1.0) < 1e-5
+    assert abs(float((spread.sum(axis=1) * offsets**2).sum()) - 1.5**2) < 0.02
+    assert float(spread[16, 16]) < 0.1 and jnp.allclose(spread, spread.T, atol=1e-7)
+    constant = jnp.full((2, 16, 24, 3), 0.7)
+    assert jnp.abs(smooth_inputs(constant, 2.0) - 0.7).max() < 1e-6
+    ramp = jnp.broadcast_to(jnp.linspace(0, 1, 24), (1, 16, 24))[..., None]
+    assert jnp.abs(smooth_inputs(ramp, 1.0) - ramp)[:, :, 3:-3].max() < 1e-6  # linear inside; the mirror bends the edges
+    noise = jax.random.uniform(jax.random.key(0), (1, 32, 32, 1))
+    assert smooth_inputs(noise, 0.0) is noise
+    assert float(smooth_inputs(noise, 1.0).std()) < 0.5 * float(noise.std())  # fine texture is what it takes away
+    with pytest.raises(ValueError, match="smooth"):
+        UNetConfig(smooth=-1.0)
+
+
+def test_a_smoothing_model_reads_its_inputs_smoothed():
+    """The network's first operation: the same network with smooth=1 gives
+    on an image what it gives with smooth=0 on the image smoothed."""
+    from nucjax.models.unet import smooth_inputs
+
+    sharp = build_model(UNetConfig(depth=2, base_filters=4))
+    smoothing = build_model(UNetConfig(depth=2, base_filters=4, smooth=1.0))
+    sharp.eval(), smoothing.eval()
+    image = jax.random.uniform(jax.random.key(2), (1, 32, 32, 1))
+    assert jnp.abs(smoothing(image) - sharp(smooth_inputs(image, 1.0))).max() < 1e-5
+    assert jnp.abs(smoothing(image) - sharp(image)).max() > 1e-3
+
+
 def test_configs_written_before_the_norm_choice_read_as_they_trained():
     from nucjax.config import ExperimentConfig
 
@@ -58,6 +94,9 @@ def test_configs_written_before_the_norm_choice_read_as_they_trained():
         assert ExperimentConfig.from_dict(data).model.norm == norm
     with pytest.raises(ValueError, match="unknown norm 'layer'"):
         UNetConfig(norm="layer")
+    data = ExperimentConfig().to_dict()
+    del data["model"]["smooth"]  # written before the inputs were smoothed
+    assert ExperimentConfig.from_dict(data).model.smooth == 0.0
 
 
 def test_report_default_is_8_to_64_with_a_128_bottleneck():

@@ -2,7 +2,8 @@
 
 The graph is written from the trained module's weights, layer by layer,
 in the layout ONNX and the bioimage.io tools use (batch, channel, y, x):
-each convolution with its batch norm folded in (a group norm written as
+the inputs' smoothing (UNetConfig.smooth) as mirrored pads and
+convolutions with the fixed Gaussian, each convolution with its batch norm folded in (a group norm written as
 its reductions), ReLU, 2x2 max pooling, the
 up-convolution as a 1x1 convolution and a depth-to-space shuffle (its
 'DCR' order is the one unet.UpConv reshapes in), the skips concatenated,
@@ -24,7 +25,7 @@ import onnx
 import onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
-from nucjax.models.unet_config import EXTENDED_ARMS
+from nucjax.models.unet_config import EXTENDED_ARMS, smoothing_taps
 
 #: ONNX opset of the graphs (ONNX Runtime 1.17 and later run it).
 OPSET = 17
@@ -108,6 +109,23 @@ def _conv_block(g: _Builder, x: str, block) -> str:
     return x  # dropout is the identity at prediction
 
 
+def _smoothed(g: _Builder, x: str, channels: int, sigma: float) -> str:
+    """unet.smooth_inputs: each channel mirrored at its edges and convolved
+    with the Gaussian taps along y, then along x."""
+    if not sigma:
+        return x
+    taps = smoothing_taps(sigma)
+    radius = len(taps) // 2
+    for axis in (2, 3):
+        pads = np.zeros(8, np.int64)
+        pads[[axis, axis + 4]] = radius
+        padded = g.node("Pad", [x, g.weight(pads, "pads", np.int64)], mode="reflect")
+        shape = [channels, 1, len(taps), 1] if axis == 2 else [channels, 1, 1, len(taps)]
+        x = g.node("Conv", [padded, g.weight(np.broadcast_to(taps.reshape(1, 1, *shape[2:]), shape))],
+                   group=channels, kernel_shape=shape[2:])
+    return x
+
+
 def _encoder(g: _Builder, x: str, encoder) -> tuple[list[str], str]:
     skips = []
     for block in encoder.blocks:
@@ -137,12 +155,13 @@ def network_graph(network, name: str = "nucjax-unet") -> onnx.ModelProto:
     names = input_names(config.model)
     channels = EXTENDED_ARMS if config.model == "extended" else (config.in_channels,)
     g = _Builder()
+    smoothed = [_smoothed(g, x, c, config.smooth) for x, c in zip(names, channels)]
     if config.model == "extended":
-        found = [_encoder(g, x, arm) for x, arm in zip(names, network.arms)]
+        found = [_encoder(g, x, arm) for x, arm in zip(smoothed, network.arms)]
         skips = [g.node("Concat", list(level), axis=1) for level in zip(*(s for s, _ in found))]
         bottom = g.node("Concat", [b for _, b in found], axis=1)
     else:
-        skips, bottom = _encoder(g, names[0], network.encoder)
+        skips, bottom = _encoder(g, smoothed[0], network.encoder)
     logits = _decoder(g, skips, bottom, network.decoder)
     g.nodes.append(helper.make_node("Sigmoid", [logits], [OUTPUT], name=OUTPUT))
     free = ["batch", "height", "width"]

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from nucjax.models.unet_config import EXTENDED_ARMS, GROUP_CHANNELS, MODELS, UNetConfig  # noqa: F401 (re-exported)
+from nucjax.models.unet_config import EXTENDED_ARMS, GROUP_CHANNELS, MODELS, UNetConfig, smoothing_taps  # noqa: F401 (re-exported)
 
 
 def lecun_normal_on_host(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
@@ -53,6 +53,21 @@ class ConvBlock(nnx.Module):
                 x = self.norms[i](x)
             x = nnx.relu(x)
         return self.dropout(x) if self.dropout is not None else x
+
+
+def smooth_inputs(x: jax.Array, sigma: float) -> jax.Array:
+    """(B, H, W, C) inputs smoothed by a Gaussian of sigma px (UNetConfig.smooth), each channel on its
+    own, along rows then columns over mirrored edges; sigma 0 returns x. A weighted sum of shifted
+    slices: a handful of taps on a few channels costs less than a convolution's set-up."""
+    if not sigma:
+        return x
+    taps = smoothing_taps(sigma)
+    radius = len(taps) // 2
+    height, width = x.shape[1:3]
+    x = jnp.pad(x, ((0, 0), (radius, radius), (0, 0), (0, 0)), mode="reflect")
+    x = sum(float(t) * x[:, i : i + height] for i, t in enumerate(taps))
+    x = jnp.pad(x, ((0, 0), (0, 0), (radius, radius), (0, 0)), mode="reflect")
+    return sum(float(t) * x[:, :, i : i + width] for i, t in enumerate(taps))
 
 
 def norm_layer(features: int, config: UNetConfig, rngs: nnx.Rngs, dtype=None) -> nnx.Module:
@@ -144,7 +159,7 @@ class UNet(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         self.config.check_input_size(*x.shape[1:3])
-        return self.decoder(*self.encoder(x))
+        return self.decoder(*self.encoder(smooth_inputs(x, self.config.smooth)))
 
 
 class MultiArmUNet(nnx.Module):
@@ -158,6 +173,7 @@ class MultiArmUNet(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         self.config.check_input_size(*x.shape[1:3])
+        x = smooth_inputs(x, self.config.smooth)
         bounds = [0, *itertools.accumulate(EXTENDED_ARMS)]
         outputs = [arm(x[..., a:b]) for arm, a, b in zip(self.arms, bounds[:-1], bounds[1:])]
         skips = [jnp.concatenate(level, axis=-1) for level in zip(*(skips for skips, _ in outputs))]

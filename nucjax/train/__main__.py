@@ -40,6 +40,8 @@ PARAMETER_FLAGS = (
     ("--schedule", "schedule", "cosine, constant or step"),
     ("--loss", "loss", "bce_dice or bce"),
     ("--dropout", "dropout", None),
+    ("--smooth", "smooth", "sigma (px at the training scale) of a fixed Gaussian smoothing of the network's inputs, "
+                           "in training and prediction alike: texture finer than a nucleus taken away (0: none)"),
     ("--elastic", "elastic", "probability of an elastic deformation"),
     ("--blur", "blur", "probability of a Gaussian blur of up to --blur-sigma px"),
     ("--blur-sigma", "blur_sigma", "the largest blur"),
