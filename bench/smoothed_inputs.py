@@ -5,9 +5,8 @@ Scores checkpoints of a training run on their validation split as
 once for each --sigma with the network's inputs smoothed by that many px
 (UNetConfig.smooth) though it trained without: where a group's score
 rises, the checkpoint misreads texture finer than a nucleus there. This
-is how the late decline on the held-out large-nucleus and histology
-groups was traced to texture (README, Measured); `nucjax.train --smooth`
-is the fix it led to.
+is how the late decline on the held-out large-nucleus groups was traced
+to texture (README, Measured); `nucjax.train --smooth` is what it led to.
 
     python bench/smoothed_inputs.py --run runs/train --data ../shared/data/dsb2018/stage1_train [--epochs 5 14]
         [--sigma 1.0]

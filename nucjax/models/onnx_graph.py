@@ -2,9 +2,9 @@
 
 The graph is written from the trained module's weights, layer by layer,
 in the layout ONNX and the bioimage.io tools use (batch, channel, y, x):
-the inputs' smoothing (UNetConfig.smooth) as mirrored pads and
-convolutions with the fixed Gaussian, each convolution with its batch norm folded in (a group norm written as
-its reductions), ReLU, 2x2 max pooling, the
+the inputs' smoothing (UNetConfig.smooth) as mirrored pads and fixed
+Gaussian convolutions, each convolution with its batch norm folded in (a
+group norm written as its reductions), ReLU, 2x2 max pooling, the
 up-convolution as a 1x1 convolution and a depth-to-space shuffle (its
 'DCR' order is the one unet.UpConv reshapes in), the skips concatenated,
 a sigmoid on the head. No operator takes a fixed shape, so height and

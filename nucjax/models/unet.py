@@ -57,8 +57,8 @@ class ConvBlock(nnx.Module):
 
 def smooth_inputs(x: jax.Array, sigma: float) -> jax.Array:
     """(B, H, W, C) inputs smoothed by a Gaussian of sigma px (UNetConfig.smooth), each channel on its
-    own, along rows then columns over mirrored edges; sigma 0 returns x. A weighted sum of shifted
-    slices: a handful of taps on a few channels costs less than a convolution's set-up."""
+    own, along rows then columns over mirrored edges, as weighted sums of shifted slices; sigma 0
+    returns x."""
     if not sigma:
         return x
     taps = smoothing_taps(sigma)
