@@ -83,4 +83,3 @@ def smoothing_taps(sigma: float) -> np.ndarray:
     radius = max(1, math.ceil(3 * sigma))
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     return (taps / taps.sum()).astype(np.float32)
-
