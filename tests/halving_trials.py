@@ -1,7 +1,9 @@
 """Run by test_search.py on its Ray cluster: successive halving
 (search.scheduler) over eight trivial trials whose score grows with their
 'quality', each resuming from its checkpoint when paused. Prints, as JSON,
-each trial's quality, reported iterations and restarts, and the fates.
+each trial's quality, the iterations it ran (as it logged them itself: Tune's
+history now and then lacks rows across a pause or an interruption) and
+restarts, and the fates.
 With --slow, every iteration takes a quarter second (time to interrupt the
 search); with --resume, the interrupted search in STORAGE goes on.
 
@@ -32,7 +34,10 @@ def trial(config):
         with checkpoint.as_directory() as folder:
             state = json.loads((Path(folder) / "state.json").read_text())
         start, restarts = state["iteration"], state["restarts"] + 1
+    log = Path(config["log_dir"]) / f"{config['quality']}.jsonl"
     for iteration in range(start + 1, PLAN.total_units + 1):
+        with log.open("a") as lines:
+            lines.write(json.dumps({"iteration": iteration, "restarts": restarts}) + "\n")
         folder = tempfile.mkdtemp()
         (Path(folder) / "state.json").write_text(json.dumps({"iteration": iteration, "restarts": restarts}))
         time.sleep(config.get("pause_s", 0.0))
@@ -44,13 +49,16 @@ def trial(config):
 def main(address: str, storage: str, slow: bool = False, resume: bool = False) -> None:
     ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     qualities = [0.3, 0.9, 0.1, 0.7, 0.5, 0.8, 0.2, 0.6]
+    log_dir = Path(storage).parent / f"{Path(storage).name}_iterations"
+    log_dir.mkdir(parents=True, exist_ok=True)
     trainable = tune.with_resources(trial, {"cpu": 1})
     if resume:
         tuner = tune.Tuner.restore(storage, trainable=trainable)
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space={"quality": tune.grid_search(qualities), "pause_s": 0.25 if slow else 0.0},
+            param_space={"quality": tune.grid_search(qualities), "pause_s": 0.25 if slow else 0.0,
+                         "log_dir": str(log_dir)},
             tune_config=tune.TuneConfig(metric="score", mode="max", scheduler=HalvingScheduler(PLAN, Path(storage))),
             run_config=tune.RunConfig(name=Path(storage).name, storage_path=str(Path(storage).parent), verbose=0),
         )
@@ -58,10 +66,11 @@ def main(address: str, storage: str, slow: bool = False, resume: bool = False) -
     record = read_halving(storage)
     out = {"fates": fates(record), "trials": {}}
     for result in results:
-        history = result.metrics_dataframe
+        quality = result.config["quality"]
+        ran = [json.loads(line) for line in (log_dir / f"{quality}.jsonl").read_text().splitlines()]
         out["trials"][result.metrics["trial_id"]] = {
-            "quality": result.config["quality"], "iterations": [int(i) for i in history["iteration"]],
-            "restarts": int(history["restarts"].max())}
+            "quality": quality, "iterations": [r["iteration"] for r in ran],
+            "restarts": max(r["restarts"] for r in ran)}
     print(json.dumps(out))
 
 

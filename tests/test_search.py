@@ -297,8 +297,8 @@ def check_halving(found: dict) -> dict:
     assert {q for q, f in fate.items() if f == "pruned at rung 0"} == {0.5, 0.3, 0.2, 0.1}
     for quality, (_, trial) in by_quality.items():
         reached = {"survivor": 4, "pruned at rung 1": 2, "pruned at rung 0": 1}[fate[quality]]
-        # Iterations only go up, to the rung's end. (Tune's history now and then lacks the row of the
-        # result a trial paused at, and a trial interrupted mid-iteration repeats it; its checkpoint is there.)
+        # Iterations, as the trial logged them, only go up, to the rung's end. (A trial interrupted
+        # mid-iteration repeats it: its checkpoint is the last iteration it reported.)
         iterations = trial["iterations"]
         assert iterations[0] == 1 and iterations[-1] == reached and iterations == sorted(iterations)
     return {quality: trial for quality, (_, trial) in by_quality.items()}
