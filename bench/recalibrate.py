@@ -2,7 +2,9 @@
 calibrated post-processing? For chosen epochs of a training run, the
 validation images' maps are made once and scored with the saved
 (calibrated) post-processing, the defaults, and the best of a full grid
-of body and seed thresholds.
+of body and seed thresholds; then calibrated afresh, as training now
+calibrates, with shared settings only and with each kind's own
+(PostprocessConfig.by_kind), each by kind.
 
     python bench/recalibrate.py --run runs/train --data ../shared/data/dsb2018/stage1_train --epochs 3 13
 """
@@ -34,8 +36,10 @@ def main() -> None:
     use_jax_environment()
     import numpy as np
 
-    from nucjax.postprocess import PostprocessConfig
-    from nucjax.segmenter import Segmenter, labelled_maps, labelled_scores
+    from nucjax.data.split import image_kind
+    from nucjax.metrics import paired_gain
+    from nucjax.postprocess import PostprocessConfig, calibrate
+    from nucjax.segmenter import Segmenter, calibrate_segmenter, labelled_maps, labelled_scores
     from nucjax.train.checkpoints import read_checkpoint
 
     samples = load_data(args.data, labelled=True).samples
@@ -54,6 +58,21 @@ def main() -> None:
         best = max(grid, key=grid.get)
         print(f"epoch {epoch}: calibrated {mean_score(saved):.4f} (threshold {saved.threshold}, seed {saved.seed_threshold}); "
               f"defaults {mean_score(PostprocessConfig()):.4f}; grid best {grid[best]:.4f} at threshold {best[0]}, seed {best[1]}")
+
+        kinds = [image_kind(item.image) for item in labelled]
+
+        def by_kind(scores):
+            return ", ".join(f"{kind} ({kinds.count(kind)}) {np.mean([s for s, k in zip(scores, kinds) if k == kind]):.4f}"
+                             for kind in sorted(set(kinds)))
+
+        shared, _ = calibrate([item.maps[0] for item in labelled], [item.working_truth for item in labelled], saved)
+        own, own_scores = calibrate_segmenter(segmenter, labelled, base=saved)
+        shared_scores = labelled_scores(segmenter, labelled, shared)
+        gain = paired_gain(own_scores, shared_scores)
+        print(f"  afresh, shared: {np.mean(shared_scores):.4f} ({by_kind(shared_scores)}), threshold {shared.threshold}, "
+              f"seed {shared.seed_threshold}")
+        print(f"  afresh, by kind: {np.mean(own_scores):.4f} ({by_kind(own_scores)}), own settings {dict(own.by_kind)}; "
+              f"gain {gain.mean:+.4f} [{gain.low:+.4f}, {gain.high:+.4f}]")
 
 
 if __name__ == "__main__":

@@ -66,8 +66,10 @@ def counted(n: int, noun: str) -> str:
 
 
 def describe(config) -> str:
-    """A post-processing config in a few words."""
-    return f"{config.method}, threshold {config.threshold:g}, seed {config.seed_threshold:g}, min size {config.min_size}"
+    """A post-processing config in a few words (a kind's own settings after a semicolon)."""
+    own = "".join(f"; {kind}: " + ", ".join(f"{name.replace('_', ' ')} {value:g}" for name, value in fields)
+                  for kind, fields in config.by_kind)
+    return f"{config.method}, threshold {config.threshold:g}, seed {config.seed_threshold:g}, min size {config.min_size}{own}"
 
 
 def write_comparison(out: Path, models, plans, scores: dict, experiment_folder: Path | None = None) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 import yaml
 
 from nucjax.config import ExperimentConfig
+from nucjax.data.split import image_kind
 from nucjax.inference import Predictor
 from nucjax.inputs import reflect_pad
 from nucjax.models.onnx_graph import OPSET, OUTPUT, input_names, network_graph, onnx_forward
@@ -32,6 +33,7 @@ from nucjax.pictures import contour_overlay, probability_image, side_by_side, wr
 from nucjax.postprocess import instances, resolved_method
 from nucjax.preprocess import (
     HIGH_PERCENTILE,
+    INVERT_MEAN,
     LOW_PERCENTILE,
     adaptive_threshold,
     nucleus_signal,
@@ -106,6 +108,17 @@ SIZE_TEXT = {
                "squeezed to that square: resize the whole image to it (bilinear, not keeping its aspect), predict, "
                "and resize the probabilities back; do not tile. nucjax does so."),
 }
+
+
+def kind_text(post) -> str:
+    """What a kind's own calibrated settings change, for the package's README (empty when none)."""
+    lines = [f"{kind.capitalize()} images use " + ", ".join(f"{name.replace('_', ' ')} {value:g}" for name, value in fields)
+             + " instead." for kind, fields in post.by_kind]
+    if not lines:
+        return ""
+    return (f"The kind of an image decides some settings (`nucjax.data.split.image_kind`: colour is histology; "
+            f"grey with a mean above {INVERT_MEAN:g} of 255 is bright-field; else fluorescence). "
+            + " ".join(lines) + "\n")
 
 
 class PackageError(Exception):
@@ -257,7 +270,7 @@ if config.model.out_channels > 1 else ""}.
 Not expressible in the format; `config.nucjax.experiment.postprocess` carries the calibrated settings.
 The mask is body > {post.threshold:.3f}{", its holes filled" if post.fill_holes and method != "reference" else ""}; {METHOD_TEXT[method].format(post=post)}
 Objects under {post.min_size} px are dropped{f", and those whose mean body probability is under {post.min_mean_probability:.2f}" if post.min_mean_probability else ""}.
-`nucjax.Segmenter.load("this-package.zip")` does all of it, and `python -m nucjax.predict --checkpoint
+{kind_text(post)}`nucjax.Segmenter.load("this-package.zip")` does all of it, and `python -m nucjax.predict --checkpoint
 this-package.zip --data FOLDER` writes a Kaggle submission.
 
 ## Validation
@@ -292,7 +305,7 @@ def write_package(folder: Path, network, config: ExperimentConfig, name: str, sc
         _write_array(folder / f"test_input_{tensor}.npy", values)
     _write_array(folder / f"test_output_{OUTPUT}.npy", probabilities.transpose(0, 3, 1, 2))
     (folder / WEIGHTS).write_bytes(network_graph(network).SerializeToString())
-    labels = instances(probabilities[0], config.postprocess, region)
+    labels = instances(probabilities[0], config.postprocess.for_kind(image_kind(region[..., :3])), region)
     cover = side_by_side([contour_overlay(region[..., :3], labels), probability_image(probabilities[0])], height=256)
     write_overlay(folder / "cover.png", cover)
     (folder / "README.md").write_text(documentation(config, name, score, training_data))

@@ -193,6 +193,8 @@ def flat_keys() -> dict[str, tuple[str, str]]:
         for f in dataclasses.fields(section_type):
             if f.name in ("out_channels", "channel_weights", "method", "border"):
                 continue  # set through 'border', 'border_weight' and 'postprocess'
+            if f.name == "by_kind":
+                continue  # calibration's to set
             if section == "postprocess" and f.name in keys:
                 continue
             keys[f.name] = (section, f.name)

@@ -22,7 +22,13 @@ In both watersheds a piece of the mask that no marker reached is one object.
 
 All but reference fill the holes of the mask first, and drop objects under
 min_size pixels and, when min_mean_probability > 0, objects whose mean body
-probability is lower at the end. Every object is one connected piece by
+probability is lower at the end.
+
+A config may carry a kind's own body and seed thresholds (by_kind, see
+KIND_FIELDS): calibration gives stained tissue, whose probabilities run
+lower, its own when they score better beyond the noise on its images.
+The caller resolves them for an image with for_kind (Segmenter.labels
+does, with nucjax.data.split.image_kind); instances uses what it is given. Every object is one connected piece by
 construction: components, or a watershed grown from one connected marker
 or an unreached piece.
 """
@@ -37,9 +43,13 @@ import cv2
 import numpy as np
 from skimage.segmentation import watershed
 
+from nucjax.data.split import KINDS
 from nucjax.metrics import image_score, paired_gain
 
 METHODS = ("auto", "cc", "reference", "distance", "border")
+#: What an image kind may set for itself: where the mask and the markers
+#: are drawn in its maps. The clean-up (min_size) stays shared.
+KIND_FIELDS = ("threshold", "seed_threshold", "peak_radius")
 
 
 @dataclass(frozen=True)
@@ -53,12 +63,42 @@ class PostprocessConfig:
     min_size: int = 15  # objects under this many pixels are dropped
     min_mean_probability: float = 0.0  # objects whose mean body probability is lower are dropped
     fill_holes: bool = True
+    # A kind's own KIND_FIELDS: ((kind, ((field, value), ...)), ...); a mapping
+    # {kind: {field: value}} (or JSON's nested lists) is taken too.
+    by_kind: tuple = ()
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown post-processing method '{self.method}'; choose one of {', '.join(METHODS)}")
         if not (0 <= self.threshold <= 1 and 0 <= self.seed_threshold <= 1):
             raise ValueError("thresholds must be in [0, 1]")
+        object.__setattr__(self, "by_kind", _kind_settings(self.by_kind))
+        for _, fields in self.by_kind:
+            dataclasses.replace(self, by_kind=(), **dict(fields))  # the same checks for a kind's values
+
+    def for_kind(self, kind: str | None) -> "PostprocessConfig":
+        """The settings for images of `kind`: its own where it has them, the shared ones otherwise."""
+        own = dict(self.by_kind).get(kind, ())
+        return dataclasses.replace(self, by_kind=(), **dict(own)) if self.by_kind else self
+
+
+def _pairs(items) -> list:
+    return list(items.items()) if isinstance(items, dict) else [tuple(item) for item in items]
+
+
+def _kind_settings(by_kind) -> tuple:
+    """by_kind as sorted, hashable pairs; ValueError for an unknown kind or field."""
+    settings = []
+    for kind, fields in _pairs(by_kind):
+        if kind not in KINDS:
+            raise ValueError(f"unknown image kind '{kind}' in by_kind; choose from {', '.join(KINDS)}")
+        fields = tuple(sorted(_pairs(fields)))
+        unknown = sorted({name for name, _ in fields} - set(KIND_FIELDS))
+        if unknown:
+            raise ValueError(f"a kind can set only {', '.join(KIND_FIELDS)}, not {', '.join(unknown)}")
+        if fields:
+            settings.append((kind, fields))
+    return tuple(sorted(settings))
 
 
 def components(mask: np.ndarray, min_size: int = 0) -> np.ndarray:
@@ -205,15 +245,20 @@ def instances(probabilities: np.ndarray, config: PostprocessConfig = Postprocess
 #: What calibration tries, per method. The clean-up fields (min_size) are
 #: cheap to vary: the watershed is computed once per other setting.
 CALIBRATION_GRID = {
-    "border": {"threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "seed_threshold": (0.5, 0.6, 0.7, 0.8, 0.9), "min_size": (5, 15, 30)},
-    "distance": {"threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "peak_radius": (2, 4, 6, 9), "min_size": (5, 15, 30)},
-    "cc": {"threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "min_size": (5, 15, 30)},
+    "border": {"threshold": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7), "seed_threshold": (0.5, 0.6, 0.7, 0.8, 0.9), "min_size": (5, 15, 30)},
+    "distance": {"threshold": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7), "peak_radius": (2, 4, 6, 9), "min_size": (5, 15, 30)},
+    "cc": {"threshold": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7), "min_size": (5, 15, 30)},
     "reference": {},
 }
 _CLEAN_FIELDS = ("min_size", "min_mean_probability")
 
 
-def calibrate(probabilities, truths, base: PostprocessConfig, grid: dict | None = None, rounds: int = 2) -> tuple[PostprocessConfig, float]:
+#: The fewest validation images of a kind that calibrate gives settings of its own.
+MIN_KIND_IMAGES = 8
+
+
+def calibrate(probabilities, truths, base: PostprocessConfig, grid: dict | None = None, rounds: int = 2,
+              kinds=None) -> tuple[PostprocessConfig, float]:
     """Tune post-processing on labelled maps: (best config, its mean Kaggle score).
 
     grid: field -> candidate values (default: CALIBRATION_GRID for the
@@ -223,29 +268,50 @@ def calibrate(probabilities, truths, base: PostprocessConfig, grid: dict | None 
     beyond the images' noise (metrics.paired_gain): a threshold moved for a
     gain within it fits these images, not the next ones. Watershed results
     are cached by the fields they depend on, so varying min_size costs little.
+
+    kinds: each image's kind (nucjax.data.split.image_kind). When the
+    images are of several kinds, each kind with at least MIN_KIND_IMAGES
+    then tunes its KIND_FIELDS from the shared result, on its own images
+    and by the same rule; what it changes becomes its by_kind entry.
     """
     maps = [_as_maps(p) for p in probabilities]
+    kinds = [None] * len(maps) if kinds is None else list(kinds)
     method = resolved_method(base, maps[0].shape[-1]) if maps else base.method
     grid = CALIBRATION_GRID[method] if grid is None else grid
     raw_cache: dict = {}
-    scores: dict[PostprocessConfig, list[float]] = {}
+    scores: dict = {}
 
-    def image_scores(config: PostprocessConfig) -> list[float]:
-        if config not in scores:
-            raw_key = dataclasses.replace(config, **{f: getattr(PostprocessConfig, f) for f in _CLEAN_FIELDS})
+    def image_score_of(config: PostprocessConfig, index: int) -> float:
+        config = config.for_kind(kinds[index])
+        if (config, index) not in scores:
+            raw_key = dataclasses.replace(config, **{f: getattr(PostprocessConfig, f) for f in _CLEAN_FIELDS}), index
             if raw_key not in raw_cache:
-                raw_cache[raw_key] = [None if method == "reference" else _raw_instances(p, config) for p in maps]
-            predictions = [
-                instances(p, config) if raw is None else _clean(raw, p[..., 0], config)
-                for p, raw in zip(maps, raw_cache[raw_key])
-            ]
-            scores[config] = [image_score(t, pred).score for t, pred in zip(truths, predictions)]
-        return scores[config]
+                raw_cache[raw_key] = None if method == "reference" else _raw_instances(maps[index], config)
+            raw, found = raw_cache[raw_key], maps[index]
+            prediction = instances(found, config) if raw is None else _clean(raw, found[..., 0], config)
+            scores[config, index] = image_score(truths[index], prediction).score
+        return scores[config, index]
 
-    best = base
-    for _, name in itertools.product(range(rounds), grid):
-        for value in grid[name]:
-            candidate = dataclasses.replace(best, **{name: value})
-            if candidate != best and paired_gain(image_scores(candidate), image_scores(best)).significant:
-                best = candidate
-    return best, float(np.mean(image_scores(best))) if maps else 0.0
+    def ascend(start: PostprocessConfig, members: list[int], fields: dict) -> PostprocessConfig:
+        best = start
+        for _, name in itertools.product(range(rounds), fields):
+            for value in fields[name]:
+                candidate = dataclasses.replace(best, **{name: value})
+                if candidate != best and paired_gain([image_score_of(candidate, i) for i in members],
+                                                     [image_score_of(best, i) for i in members]).significant:
+                    best = candidate
+        return best
+
+    everyone = list(range(len(maps)))
+    best = ascend(dataclasses.replace(base, by_kind=()), everyone, grid)
+    own_fields = {name: values for name, values in grid.items() if name in KIND_FIELDS}
+    present = sorted({k for k in kinds if k is not None})
+    by_kind = {}
+    for kind in present if len(present) > 1 else ():
+        members = [i for i, k in enumerate(kinds) if k == kind]
+        if len(members) >= MIN_KIND_IMAGES:
+            own = ascend(best, members, own_fields)
+            changed = {name: getattr(own, name) for name in KIND_FIELDS if getattr(own, name) != getattr(best, name)}
+            by_kind.update({kind: changed} if changed else {})
+    best = dataclasses.replace(best, by_kind=by_kind)
+    return best, float(np.mean([image_score_of(best, i) for i in everyone])) if maps else 0.0

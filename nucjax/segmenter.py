@@ -21,7 +21,8 @@ A set of images (a folder, a validation split) is planned first
 acquisition (the images of its experiment among them), so one image's
 misjudged first pass cannot flip it.
 Post-processing runs once on the combined maps at the working scale (the
-first model's) and the labels are mapped back to every original pixel.
+first model's), with the settings calibrated for the image's kind, and the
+labels are mapped back to every original pixel.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np
 
 from nucjax.combine import combine, group_quorum
 from nucjax.config import ExperimentConfig
-from nucjax.data.split import acquisition_groups, image_descriptor
+from nucjax.data.split import acquisition_groups, image_descriptor, image_kind
 from nucjax.postprocess import PostprocessConfig, instances
 from nucjax.scale import (
     NATIVE_DIAMETER,
@@ -162,9 +163,11 @@ def load_model(path: Path, backend: str = "jax") -> Model:
 
 def ensemble_postprocess(models) -> PostprocessConfig:
     """An uncalibrated ensemble's post-processing: the best model's, with the
-    body threshold at 0.5, where combine puts every model's own threshold."""
+    body threshold at 0.5, where combine puts every model's own threshold
+    (its shared one: a kind's own thresholds do not carry over; calibration
+    finds the ensemble's)."""
     best = max(models, key=lambda m: m.score)
-    config = dataclasses.replace(best.config.postprocess, threshold=0.5)
+    config = dataclasses.replace(best.config.postprocess, threshold=0.5, by_kind=())
     if min(m.config.model.out_channels for m in models) < 2 and config.method == "border":
         config = dataclasses.replace(config, method="auto")
     return config
@@ -348,8 +351,9 @@ class Segmenter:
         return combine(maps, [m.threshold for m in models], self.combine, group_quorum(self.quorum, len(models)))
 
     def labels(self, image: np.ndarray, scale: float, maps: np.ndarray, postprocess: PostprocessConfig | None = None) -> np.ndarray:
-        """Nuclei of combined maps at the working scale, on the image's own pixels."""
-        postprocess = postprocess or self.postprocess
+        """Nuclei of combined maps at the working scale, on the image's own
+        pixels, post-processed with the settings for the image's kind."""
+        postprocess = (postprocess or self.postprocess).for_kind(image_kind(image))
         picture = image if scale == 1.0 else resize_image(image, maps.shape[:2])
         found = instances(maps, postprocess, picture)
         if scale == 1.0:
@@ -489,7 +493,8 @@ def calibrate_segmenter(segmenter: Segmenter, labelled: list[LabelledMaps], memb
     if base is None:
         models = segmenter.models if members is None else [segmenter.models[i] for i in members]
         base = ensemble_postprocess(models) if segmenter.ensemble or len(models) > 1 else models[0].config.postprocess
-    postprocess, _ = calibrate(combined, [item.working_truth for item in labelled], base)
+    postprocess, _ = calibrate(combined, [item.working_truth for item in labelled], base,
+                               kinds=[image_kind(item.image) for item in labelled])
     return postprocess, _scores(segmenter, labelled, combined, postprocess)
 
 

@@ -123,8 +123,8 @@ def test_greedy_selection_keeps_a_member_only_when_it_helps():
     def body(on_first, on_second):
         return np.where(first, on_first, np.where(second, on_second, 0.05)).astype(np.float32)[..., None]
 
-    a = body(0.95, 0.3)  # the best alone: finds the first nucleus only
-    b = body(0.3, 0.9)  # finds the second: their mean finds both
+    a = body(0.95, 0.15)  # the best alone: finds the first nucleus only
+    b = body(0.15, 0.9)  # finds the second: their mean finds both
     same_as_a = a.copy()  # adds nothing
     members = [hand_made_member("a", 0.6), hand_made_member("b", 0.4), hand_made_member("copy", 0.5)]
     candidates = Segmenter.of(members, ensemble=True)
@@ -148,7 +148,7 @@ def test_a_member_whose_gain_is_within_the_noise_is_left_out():
     both = first.astype(np.int32) + 2 * second
     # b finds a nucleus a misses on three images (+0.5 each), and adds a false one on two (-0.5 each):
     # +0.1 on the mean, a gain five images cannot tell from luck.
-    helps = LabelledMaps(np.zeros((12, 12, 3), np.uint8), both, 1.0, [body(0.95, 0.3), body(0.3, 0.9)])
+    helps = LabelledMaps(np.zeros((12, 12, 3), np.uint8), both, 1.0, [body(0.95, 0.15), body(0.15, 0.9)])
     hurts = LabelledMaps(np.zeros((12, 12, 3), np.uint8), first.astype(np.int32), 1.0, [body(0.95, 0.05), body(0.95, 0.99)])
     members = [hand_made_member("a", 0.6), hand_made_member("b", 0.4)]
     candidates = Segmenter.of(members, ensemble=True)

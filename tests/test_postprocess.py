@@ -1,3 +1,5 @@
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -5,6 +7,7 @@ import pytest
 from nucjax.metrics import image_score
 from nucjax.postprocess import (
     METHODS,
+    MIN_KIND_IMAGES,
     PostprocessConfig,
     calibrate,
     components,
@@ -193,3 +196,60 @@ def test_components_drop_small_pieces():
     mask[0, 0] = True
     mask[4:8, 4:8] = True
     assert components(mask, min_size=2).max() == 1
+
+
+def two_kinds(fluorescence: int, histology: int, seed: int = 0):
+    """Maps and truths of images of two kinds: bright nuclei (0.65) in speckle
+    (0.45), which only a threshold of 0.5 separates, and pale nuclei (0.35)
+    on a clean background, which only thresholds under 0.35 find."""
+    rng = np.random.default_rng(seed)
+    maps, truths, kinds = [], [], []
+    for index in range(fluorescence + histology):
+        labels = discs((48, 48), [(12, 12), (12, 36), (36, 12), (36, 36)][: 2 + index % 3], 6)
+        bright = index < fluorescence
+        body = np.where(rng.random(labels.shape) < 0.3, 0.45, 0.0).astype(np.float32) if bright else np.zeros(labels.shape, np.float32)
+        body[labels > 0] = 0.65 if bright else 0.35
+        maps.append(body[..., None])
+        truths.append(labels)
+        kinds.append("fluorescence" if bright else "histology")
+    return maps, truths, kinds
+
+
+def test_a_kind_whose_maps_run_lower_gets_its_own_threshold():
+    maps, truths, kinds = two_kinds(10, 8)
+    grid = {"threshold": (0.3, 0.5, 0.7), "min_size": (5,)}
+    base = PostprocessConfig(method="cc", min_size=5)
+    shared, shared_score = calibrate(maps, truths, base, grid)
+    best, score = calibrate(maps, truths, base, grid, kinds=kinds)
+    assert shared_score < 1.0 and not shared.by_kind  # no one threshold serves both kinds
+    assert score == 1.0
+    assert best.for_kind("fluorescence").threshold == 0.5 and best.for_kind("histology").threshold == 0.3
+    assert best.for_kind("brightfield") == best.for_kind(None) == dataclasses.replace(best, by_kind=())
+
+
+def test_a_kind_too_small_or_no_better_on_its_own_keeps_the_shared_settings():
+    grid = {"threshold": (0.3, 0.5, 0.7), "min_size": (5,)}
+    base = PostprocessConfig(method="cc", min_size=5)
+    maps, truths, kinds = two_kinds(10, 7)  # under MIN_KIND_IMAGES histology images
+    assert MIN_KIND_IMAGES == 8
+    assert not calibrate(maps, truths, base, grid, kinds=kinds)[0].by_kind
+    maps, truths, _ = two_kinds(18, 0)  # one look under two names: neither gains on its own
+    best, score = calibrate(maps, truths, base, grid, kinds=["fluorescence"] * 10 + ["histology"] * 8)
+    assert not best.by_kind and best.threshold == 0.5 and score == 1.0
+
+
+def test_a_kinds_settings_are_checked_and_survive_the_checkpoints_json():
+    from nucjax.config import ExperimentConfig
+
+    config = PostprocessConfig(threshold=0.7, by_kind={"histology": {"threshold": 0.3, "seed_threshold": 0.6}})
+    assert config.for_kind("histology") == PostprocessConfig(threshold=0.3, seed_threshold=0.6)
+    assert config.for_kind("fluorescence") == PostprocessConfig(threshold=0.7)
+    stored = ExperimentConfig(postprocess=config)
+    assert ExperimentConfig.from_json(stored.to_json()) == stored
+    assert hash(ExperimentConfig.from_json(stored.to_json()).postprocess) == hash(config)
+    with pytest.raises(ValueError, match="unknown image kind 'tissue'"):
+        PostprocessConfig(by_kind={"tissue": {"threshold": 0.3}})
+    with pytest.raises(ValueError, match="not min_size"):
+        PostprocessConfig(by_kind={"histology": {"min_size": 3}})
+    with pytest.raises(ValueError, match=r"thresholds must be in \[0, 1\]"):
+        PostprocessConfig(by_kind={"histology": {"threshold": 3}})

@@ -176,3 +176,26 @@ def test_an_old_checkpoint_reads_as_it_trained(tiny_run, tmp_path):
     config = read_checkpoint(old).config
     assert (config.inputs.preprocessing, config.inputs.normalisation, config.inputs.diameter) == ("reference", "minmax", 0.0)
     assert config.augment.recolour == 0.0 and config.train.split == "stratified"
+
+
+def test_each_image_is_post_processed_with_its_kinds_settings(tiny_run, tiny_samples):
+    """A colour image takes histology's own threshold, a grey one the shared
+    settings: on the same maps, the labels of the matching shared config."""
+    import dataclasses
+
+    from nucjax import Segmenter
+    from nucjax.data.split import image_kind
+
+    segmenter = Segmenter.load(tiny_run)
+    sample = next(s for s in tiny_samples if image_kind(s.image) == "fluorescence")
+    colour = sample.image.copy()
+    colour[..., 0] = colour[..., 0] // 2  # tinted: a colour image
+    assert image_kind(colour) == "histology"
+    maps = np.zeros((*sample.labels.shape, 2), np.float32)
+    maps[..., 0] = np.where(sample.labels > 0, 0.8, 0.1)  # found at 0.5, not at 0.9
+    shared = segmenter.postprocess
+    own = dataclasses.replace(shared, by_kind={"histology": {"threshold": 0.9, "seed_threshold": 0.9}})
+    assert segmenter.labels(sample.image, 1.0, maps, own).max() > 0
+    for image, expected in ((sample.image, shared), (colour, dataclasses.replace(shared, threshold=0.9, seed_threshold=0.9))):
+        assert np.array_equal(segmenter.labels(image, 1.0, maps, own), segmenter.labels(image, 1.0, maps, expected))
+    assert segmenter.labels(colour, 1.0, maps, own).max() == 0
