@@ -2,7 +2,7 @@
 recolouring.
 
 The per-step augmentation (crop and scale jitter, symmetries, elastic
-warp, intensity jitter) runs on the device inside the train step
+warp, intensity jitter, blur and grain) runs on the device inside the train step
 (nucjax.batches), drawn from AugmentConfig; geometry moves the input and
 the labels together and the targets are built from the moved labels, so
 they stay exact. Recolouring is done once per training set, on the host
@@ -35,14 +35,21 @@ class AugmentConfig:
     gamma: float = 0.0
     pale: float = 0.0
     pale_floor: float = 0.25
+    # Grain: with probability noise, a crop gets Gaussian pixel noise (the same in
+    # every channel) of a standard deviation drawn in 0..noise_sigma (on 0..1), so
+    # fine texture inside a nucleus is not what finds it.
+    noise: float = 0.0
+    noise_sigma: float = 0.1
     recolour: float = 0.5  # probability that an image also trains in a recoloured copy (see recolour)
 
     def __post_init__(self):
-        for name in ("elastic", "blur", "recolour", "pale"):
+        for name in ("elastic", "blur", "recolour", "pale", "noise"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} is a probability, in [0, 1]; got {getattr(self, name)}")
         if self.gamma < 0 or not 0 <= self.pale_floor <= 1:
             raise ValueError(f"gamma must be >= 0 and pale_floor in [0, 1], got {self.gamma} and {self.pale_floor}")
+        if self.noise_sigma < 0:
+            raise ValueError(f"noise_sigma must be >= 0, got {self.noise_sigma}")
 
 
 def symmetry(array: np.ndarray, k: int) -> np.ndarray:

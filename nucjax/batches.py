@@ -233,6 +233,7 @@ class Draws(NamedTuple):
     blur: jax.Array | None = None  # (B,) Gaussian sigma in output px, 0 for none
     gamma: jax.Array | None = None  # (B,) power the input is raised to
     pale: jax.Array | None = None  # (B, PALE_SLOTS) share of its contrast nucleus (label % PALE_SLOTS) keeps
+    noise: jax.Array | None = None  # (B, S, S) pixel noise added to every channel, 0 for none
 
 
 #: Nuclei draw their fading by label modulo this: more than any crop holds.
@@ -293,7 +294,7 @@ def draw_augmentation(key: jax.Array, hw: jax.Array, variant_counts: jax.Array, 
     corner = jnp.floor(jax.random.uniform(keys[2], (batch, 2)) * (room + 1))
     symmetry = jnp.zeros((batch,), jnp.int32)
     displacement = jnp.zeros((batch, 2, size, size), jnp.float32)
-    gain, shift, blur, gamma, pale = jnp.ones((batch,)), jnp.zeros((batch,)), None, None, None
+    gain, shift, blur, gamma, pale, noise = jnp.ones((batch,)), jnp.zeros((batch,)), None, None, None, None
     if augment is not None:
         if augment.flips:
             symmetry = jax.random.randint(keys[3], (batch,), 0, 8)
@@ -313,7 +314,12 @@ def draw_augmentation(key: jax.Array, hw: jax.Array, variant_counts: jax.Array, 
             faded = jax.random.uniform(keys[11], (batch, PALE_SLOTS)) < augment.pale
             share = jax.random.uniform(keys[12], (batch, PALE_SLOTS), minval=augment.pale_floor, maxval=1.0)
             pale = jnp.where(faded, share, 1.0)
-    return Draws(variant.astype(jnp.int32), zoom, corner, symmetry, displacement, gain, shift, blur, gamma, pale)
+        if augment.noise:  # its own keys: the other draws stay as they were without it
+            grain = jax.random.split(jax.random.fold_in(key, 1), 3)
+            noisy = jax.random.uniform(grain[0], (batch,)) < augment.noise
+            sigma = jnp.where(noisy, jax.random.uniform(grain[1], (batch,), maxval=augment.noise_sigma), 0.0)
+            noise = sigma[:, None, None] * jax.random.normal(grain[2], (batch, size, size))
+    return Draws(variant.astype(jnp.int32), zoom, corner, symmetry, displacement, gain, shift, blur, gamma, pale, noise)
 
 
 def fade_nuclei(x: jax.Array, labels: jax.Array, share: jax.Array) -> jax.Array:
@@ -411,6 +417,8 @@ def render(data: TrainingSet, indices: jax.Array, draws: Draws, inputs: InputCon
     if draws.gamma is not None:
         x = jnp.maximum(x, 0.0) ** draws.gamma[:, None, None, None]
     x = (x - 0.5) * draws.gain[:, None, None, None] + 0.5 + draws.shift[:, None, None, None]
+    if draws.noise is not None:
+        x = x + draws.noise[..., None]
     return jnp.clip(x, 0.0, 1.0), labels
 
 

@@ -25,7 +25,6 @@ import numpy as np
 import yaml
 
 from nucjax.config import ExperimentConfig
-from nucjax.data.split import image_kind
 from nucjax.inference import Predictor
 from nucjax.inputs import reflect_pad
 from nucjax.models.onnx_graph import OPSET, OUTPUT, input_names, network_graph, onnx_forward
@@ -305,7 +304,7 @@ def write_package(folder: Path, network, config: ExperimentConfig, name: str, sc
         _write_array(folder / f"test_input_{tensor}.npy", values)
     _write_array(folder / f"test_output_{OUTPUT}.npy", probabilities.transpose(0, 3, 1, 2))
     (folder / WEIGHTS).write_bytes(network_graph(network).SerializeToString())
-    labels = instances(probabilities[0], config.postprocess.for_kind(image_kind(region[..., :3])), region)
+    labels = instances(probabilities[0], config.postprocess.for_image(region[..., :3]), region)
     cover = side_by_side([contour_overlay(region[..., :3], labels), probability_image(probabilities[0])], height=256)
     write_overlay(folder / "cover.png", cover)
     (folder / "README.md").write_text(documentation(config, name, score, training_data))

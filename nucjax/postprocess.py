@@ -22,15 +22,15 @@ In both watersheds a piece of the mask that no marker reached is one object.
 
 All but reference fill the holes of the mask first, and drop objects under
 min_size pixels and, when min_mean_probability > 0, objects whose mean body
-probability is lower at the end.
+probability is lower at the end. Every object is one connected piece by
+construction: components, or a watershed grown from one connected marker
+or an unreached piece.
 
 A config may carry a kind's own body and seed thresholds (by_kind, see
 KIND_FIELDS): calibration gives stained tissue, whose probabilities run
 lower, its own when they score better beyond the noise on its images.
-The caller resolves them for an image with for_kind (Segmenter.labels
-does, with nucjax.data.split.image_kind); instances uses what it is given. Every object is one connected piece by
-construction: components, or a watershed grown from one connected marker
-or an unreached piece.
+The caller resolves them for an image with for_image (by
+nucjax.data.split.image_kind); instances uses what it is given.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 from skimage.segmentation import watershed
 
-from nucjax.data.split import KINDS
+from nucjax.data.split import KINDS, image_kind
 from nucjax.metrics import image_score, paired_gain
 
 METHODS = ("auto", "cc", "reference", "distance", "border")
@@ -80,6 +80,10 @@ class PostprocessConfig:
         """The settings for images of `kind`: its own where it has them, the shared ones otherwise."""
         own = dict(self.by_kind).get(kind, ())
         return dataclasses.replace(self, by_kind=(), **dict(own)) if self.by_kind else self
+
+    def for_image(self, image: np.ndarray) -> "PostprocessConfig":
+        """The settings for an (H, W, 3) RGB image: those of its kind (nucjax.data.split.image_kind)."""
+        return self.for_kind(image_kind(image)) if self.by_kind else self
 
 
 def _pairs(items) -> list:

@@ -353,7 +353,7 @@ class Segmenter:
     def labels(self, image: np.ndarray, scale: float, maps: np.ndarray, postprocess: PostprocessConfig | None = None) -> np.ndarray:
         """Nuclei of combined maps at the working scale, on the image's own
         pixels, post-processed with the settings for the image's kind."""
-        postprocess = (postprocess or self.postprocess).for_kind(image_kind(image))
+        postprocess = (postprocess or self.postprocess).for_image(image)
         picture = image if scale == 1.0 else resize_image(image, maps.shape[:2])
         found = instances(maps, postprocess, picture)
         if scale == 1.0:

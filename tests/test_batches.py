@@ -290,3 +290,27 @@ def test_gamma_and_pale_are_drawn_in_their_ranges_and_cost_nothing_when_off():
     nuclei = np.asarray(plain_y)[..., 0] > 0
     assert np.all(np.asarray(pale_x)[..., 0][nuclei] <= np.asarray(plain_x)[..., 0][nuclei] + 1e-6)
     assert np.asarray(pale_x)[..., 0][nuclei].mean() < np.asarray(plain_x)[..., 0][nuclei].mean() - 0.05
+
+
+def test_grain_is_drawn_in_its_range_leaves_the_other_draws_and_the_labels_alone():
+    config, hw = InputConfig(size=32), jnp.full((400, 2), 64)
+    grainy = AugmentConfig(noise=0.5, noise_sigma=0.1)
+    draws = draw_augmentation(jax.random.key(5), hw, jnp.ones(400), config, grainy)
+    sigma = np.asarray(draws.noise).std(axis=(1, 2))
+    assert abs((sigma > 0).mean() - 0.5) < 0.08 and sigma.max() <= 0.1 * 1.1 and sigma.max() > 0.08
+    plain = draw_augmentation(jax.random.key(5), hw, jnp.ones(400), config, AugmentConfig())
+    assert plain.noise is None
+    for name in ("variant", "zoom", "corner", "symmetry", "gain", "shift"):  # turning grain on moves nothing else
+        assert np.array_equal(np.asarray(getattr(draws, name)), np.asarray(getattr(plain, name)))
+    with pytest.raises(ValueError, match="probability"):
+        AugmentConfig(noise=2.0)
+    labels = np.zeros((64, 64), np.int32)
+    labels[8:24, 8:24] = 1
+    example = Example((np.where(labels > 0, 180, 60).astype(np.uint8)[..., None],), labels)
+    still = dict(flips=False, elastic=0.0, brightness=0.0, contrast=0.0, recolour=0.0)
+    plain_x, plain_y = draw_batch(jax.random.key(6), pack([example]), jnp.zeros(8, jnp.int32), config, AugmentConfig(**still))
+    grain_x, grain_y = draw_batch(jax.random.key(6), pack([example]), jnp.zeros(8, jnp.int32), config,
+                                  AugmentConfig(**still, noise=1.0, noise_sigma=0.1))
+    assert np.array_equal(plain_y, grain_y)
+    difference = np.asarray(grain_x) - np.asarray(plain_x)
+    assert 0.01 < difference.std() < 0.1 and abs(difference.mean()) < 0.01

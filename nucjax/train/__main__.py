@@ -48,6 +48,8 @@ PARAMETER_FLAGS = (
     ("--gamma", "gamma", "the input is raised to a power in exp(+-this): dim nuclei move against bright ones"),
     ("--pale", "pale", "probability that a nucleus is faded towards the background (to --pale-floor..1 of its contrast)"),
     ("--pale-floor", "pale_floor", "the least contrast a faded nucleus keeps"),
+    ("--noise", "noise", "probability of Gaussian pixel noise (grain) of up to --noise-sigma"),
+    ("--noise-sigma", "noise_sigma", "the largest noise standard deviation, on inputs in 0..1"),
     ("--balance", "balance", "draw training images with probability (their experiment's size) ** -balance: "
                              "0 every image alike, 1 every experiment alike"),
     ("--split", "split", "group: validate on whole experiments held out; stratified: a share of every kind"),

@@ -19,7 +19,7 @@ def film_frame(images, truths, maps, postprocess: PostprocessConfig, height: int
     rows = [
         side_by_side(
             [image, contour_overlay(image, truth, TRUTH_COLOUR), probability_image(probs),
-             contour_overlay(image, instances(probs, postprocess))],
+             contour_overlay(image, instances(probs, postprocess.for_image(image)))],
             height,
         )
         for image, truth, probs in zip(images, truths, maps)
