@@ -7,6 +7,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from nucjax.postprocess import settings_text
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -67,8 +69,7 @@ def counted(n: int, noun: str) -> str:
 
 def describe(config) -> str:
     """A post-processing config in a few words (a kind's own settings after a semicolon)."""
-    own = "".join(f"; {kind}: " + ", ".join(f"{name.replace('_', ' ')} {value:g}" for name, value in fields)
-                  for kind, fields in config.by_kind)
+    own = "".join(f"; {kind}: {settings_text(fields)}" for kind, fields in config.by_kind)
     return f"{config.method}, threshold {config.threshold:g}, seed {config.seed_threshold:g}, min size {config.min_size}{own}"
 
 

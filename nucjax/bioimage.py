@@ -29,7 +29,7 @@ from nucjax.inference import Predictor
 from nucjax.inputs import reflect_pad
 from nucjax.models.onnx_graph import OPSET, OUTPUT, input_names, network_graph, onnx_forward
 from nucjax.pictures import contour_overlay, probability_image, side_by_side, write_overlay
-from nucjax.postprocess import instances, resolved_method
+from nucjax.postprocess import instances, resolved_method, settings_text
 from nucjax.preprocess import (
     HIGH_PERCENTILE,
     INVERT_MEAN,
@@ -111,8 +111,7 @@ SIZE_TEXT = {
 
 def kind_text(post) -> str:
     """What a kind's own calibrated settings change, for the package's README (empty when none)."""
-    lines = [f"{kind.capitalize()} images use " + ", ".join(f"{name.replace('_', ' ')} {value:g}" for name, value in fields)
-             + " instead." for kind, fields in post.by_kind]
+    lines = [f"{kind.capitalize()} images use {settings_text(fields)} instead." for kind, fields in post.by_kind]
     if not lines:
         return ""
     return (f"The kind of an image decides some settings (`nucjax.data.split.image_kind`: colour is histology; "

@@ -86,6 +86,11 @@ class PostprocessConfig:
         return self.for_kind(image_kind(image)) if self.by_kind else self
 
 
+def settings_text(fields) -> str:
+    """A kind's own settings in words: 'threshold 0.2, seed threshold 0.5'."""
+    return ", ".join(f"{name.replace('_', ' ')} {value:g}" for name, value in fields)
+
+
 def _pairs(items) -> list:
     return list(items.items()) if isinstance(items, dict) else [tuple(item) for item in items]
 

@@ -253,3 +253,13 @@ def test_a_kinds_settings_are_checked_and_survive_the_checkpoints_json():
         PostprocessConfig(by_kind={"histology": {"min_size": 3}})
     with pytest.raises(ValueError, match=r"thresholds must be in \[0, 1\]"):
         PostprocessConfig(by_kind={"histology": {"threshold": 3}})
+
+
+def test_a_kinds_settings_are_said_in_words_where_the_settings_are_shown():
+    from ensemble.report import describe
+    from nucjax.bioimage import kind_text
+
+    config = PostprocessConfig(threshold=0.7, by_kind={"histology": {"threshold": 0.2, "seed_threshold": 0.5}})
+    assert describe(config).endswith("; histology: seed threshold 0.5, threshold 0.2")
+    assert "Histology images use seed threshold 0.5, threshold 0.2 instead." in kind_text(config)
+    assert kind_text(PostprocessConfig()) == "" and ";" not in describe(PostprocessConfig())
