@@ -41,6 +41,7 @@ def main() -> None:
     from nucjax.postprocess import PostprocessConfig, calibrate
     from nucjax.segmenter import Segmenter, calibrate_segmenter, labelled_maps, labelled_scores
     from nucjax.train.checkpoints import read_checkpoint
+    from nucjax.train.loop import mean_by
 
     samples = load_data(args.data, labelled=True).samples
     for epoch in args.epochs:
@@ -62,8 +63,7 @@ def main() -> None:
         kinds = [image_kind(item.image) for item in labelled]
 
         def by_kind(scores):
-            return ", ".join(f"{kind} ({kinds.count(kind)}) {np.mean([s for s, k in zip(scores, kinds) if k == kind]):.4f}"
-                             for kind in sorted(set(kinds)))
+            return ", ".join(f"{kind} ({kinds.count(kind)}) {mean:.4f}" for kind, mean in mean_by(scores, kinds).items())
 
         shared, _ = calibrate([item.maps[0] for item in labelled], [item.working_truth for item in labelled], saved)
         own, own_scores = calibrate_segmenter(segmenter, labelled, base=saved)

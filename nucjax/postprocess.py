@@ -316,11 +316,13 @@ def calibrate(probabilities, truths, base: PostprocessConfig, grid: dict | None 
     own_fields = {name: values for name, values in grid.items() if name in KIND_FIELDS}
     present = sorted({k for k in kinds if k is not None})
     by_kind = {}
-    for kind in present if len(present) > 1 else ():
+    for kind in present if len(present) > 1 else ():  # one kind: the shared settings are its own
         members = [i for i, k in enumerate(kinds) if k == kind]
-        if len(members) >= MIN_KIND_IMAGES:
-            own = ascend(best, members, own_fields)
-            changed = {name: getattr(own, name) for name in KIND_FIELDS if getattr(own, name) != getattr(best, name)}
-            by_kind.update({kind: changed} if changed else {})
+        if len(members) < MIN_KIND_IMAGES:
+            continue
+        own = ascend(best, members, own_fields)
+        changed = {name: getattr(own, name) for name in KIND_FIELDS if getattr(own, name) != getattr(best, name)}
+        if changed:
+            by_kind[kind] = changed
     best = dataclasses.replace(best, by_kind=by_kind)
     return best, float(np.mean([image_score_of(best, i) for i in everyone])) if maps else 0.0
