@@ -172,6 +172,30 @@ def test_epochs_fit_the_budget():
     assert loop.epochs_for_budget(config, 1.0, 8 * 128 * 128 * 30, 1100, val_images=100) == 9
 
 
+def test_a_run_plans_its_epochs_again_from_its_own_pace():
+    # Epoch 3 trained, its validation still to run: 1200 s left, 3% in hand, minus that
+    # validation (20 s), at 100 + 20 s an epoch: 9 more.
+    assert loop.epochs_at_pace(3, 100.0, 20.0, 1200.0) == 12
+    # No room for another epoch: the plan ends with this one, never before it.
+    assert loop.epochs_at_pace(3, 100.0, 20.0, 110.0) == 3
+
+
+def test_a_run_fitted_to_its_budget_replans_at_the_third_epoch(tmp_path, tiny_samples, monkeypatch):
+    """The first plan (timed steps, no validation yet) is replaced at REPLAN_EPOCH
+    by the plan at the run's measured pace: the run trains that many epochs
+    and its checkpoints carry the new plan (what a resume continues)."""
+    paces = []
+    monkeypatch.setattr(loop, "epochs_for_budget", lambda *args, **kwargs: 3)
+    monkeypatch.setattr(loop, "epochs_at_pace", lambda *args: paces.append(args) or 5)
+    config = tiny_experiment(train={"epochs": 50})
+    results = loop.train_and_evaluate(config, *split(tiny_samples), tmp_path, time_budget_s=600.0,
+                                      fit_epochs_to_budget=True)
+    [(epoch, train_seconds, val_seconds, seconds_left)] = paces
+    assert epoch == loop.REPLAN_EPOCH and train_seconds > 0 and val_seconds > 0 and 0 < seconds_left < 600
+    assert [r.epoch for r in results] == [1, 2, 3, 4, 5] and [r.epochs for r in results] == [3, 3, 5, 5, 5]
+    assert read_checkpoint(tmp_path / "checkpoints" / "epoch_0005").config.train.epochs == 5
+
+
 def test_not_a_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="neither a checkpoint folder nor a training run"):
         resolve_checkpoint(tmp_path)

@@ -293,6 +293,23 @@ def epochs_for_budget(config: ExperimentConfig, step_seconds: float, val_pixels:
     return max(1, int(budget_seconds // epoch_seconds))
 
 
+#: A run fitted to its budget plans its epochs again after this one, from
+#: its own pace: the first plan times a few steps before any validation has
+#: run, and on some machines planned a third of the budget too few. By the
+#: third epoch the steps are compiled and a validation has run compiled too.
+REPLAN_EPOCH = 3
+#: The share of the time left a re-plan keeps in hand.
+REPLAN_RESERVE = 0.03
+
+
+def epochs_at_pace(epoch: int, train_seconds: float, val_seconds: float, seconds_left: float) -> int:
+    """The epochs in all that fit when `epoch` has trained and is still to
+    be validated, with seconds_left before the deadline, at the measured
+    seconds an epoch trains and validates (REPLAN_RESERVE kept in hand)."""
+    usable = seconds_left * (1 - REPLAN_RESERVE) - val_seconds
+    return epoch + max(0, int(usable // max(train_seconds + val_seconds, 1e-9)))
+
+
 def train_and_evaluate(
     config: ExperimentConfig,
     train_samples,
@@ -314,7 +331,8 @@ def train_and_evaluate(
     config then wins). With time_budget_s, training stops cleanly before
     the budget is spent; fit_epochs_to_budget also sets the number of
     epochs (so the learning-rate schedule ends with the budget) from timed
-    steps. on_step(step, loss) and on_epoch(EpochResult, validation maps) report progress.
+    steps, and plans them again after REPLAN_EPOCH from the run's own
+    pace (epochs_at_pace). on_step(step, loss) and on_epoch(EpochResult, validation maps) report progress.
     validate_on(epoch) gives the positions in val_samples that epoch is
     validated (and calibrated) on, or a Validation; default all. An epoch
     given none is neither validated nor saved nor reported, unless the
@@ -377,8 +395,11 @@ def train_and_evaluate(
 
     results = []
     smallest_loss = float("inf")
-    val_seconds = 0.0
+    val_seconds = last_val_seconds = 0.0
     step = int(optimizer.step[...])
+    # Fitted to the budget: the epochs are planned again at REPLAN_EPOCH (a
+    # caller's plan_epochs, such as a halving survivor's, plans instead).
+    replan_at_pace = resume is None and fit_epochs_to_budget and deadline is not None and plan_epochs is None
 
     def check(loss: float, step: int) -> None:
         nonlocal smallest_loss
@@ -418,6 +439,8 @@ def train_and_evaluate(
         unit_seconds = ((time.monotonic() - steady_start) * len(losses) / (len(losses) - 1)
                         if steady_start and len(losses) > 1 else train_seconds)
         planned = plan_epochs(epoch, unit_seconds) if plan_epochs is not None and not stopped_early else None
+        if replan_at_pace and epoch == REPLAN_EPOCH and not stopped_early:
+            planned = epochs_at_pace(epoch, unit_seconds, last_val_seconds, deadline - time.monotonic())
         if planned and planned != config.train.epochs:
             config = config.replace(train={"epochs": max(planned, epoch)})
             plan_schedule(optimizer, config.train.total_steps)
@@ -433,7 +456,8 @@ def train_and_evaluate(
                                          [val_kinds[i] for i in chosen], [val_groups[i] for i in chosen], config,
                                          validation.at_true_scale)
         # The longest so far: the budget must leave room for a whole-split validation after a subset's.
-        val_seconds = max(val_seconds, time.monotonic() - val_start)
+        last_val_seconds = time.monotonic() - val_start
+        val_seconds = max(val_seconds, last_val_seconds)
         if metrics["foreground"] > ALL_FOREGROUND:
             raise TrainingDiverged(
                 f"epoch {epoch}: {100 * metrics['foreground']:.0f}% of validation pixels predicted as nucleus "
