@@ -43,7 +43,7 @@ def _unet_space(model: str, gpu: bool) -> dict:
         "base_filters": tune.choice(widths),
         "depth": 4,
         "learning_rate": tune.loguniform(8e-4, 4e-3),
-        "schedule": tune.choice(["cosine", "cosine", "step"]),
+        "schedule": tune.choice(["constant", "cosine", "step"]),
         "epochs": 8,
         "steps_per_epoch": steps,
         "loss": tune.choice(["bce_dice", "bce_dice", "bce"]),

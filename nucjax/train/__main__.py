@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from nucjax.cli import data_command_parser, fail, load_data
+from nucjax.config import SCHEDULES
 from nucjax.models.unet_config import MODELS, NORMS
 
 
@@ -34,10 +35,10 @@ PARAMETER_FLAGS = (
                        "image's own statistics, in training and prediction alike) or none"),
     ("--batch-size", "batch_size", None),
     ("--steps-per-epoch", "steps_per_epoch", None),
-    ("--lr", "learning_rate", "peak learning rate"),
-    ("--warmup-steps", "warmup_steps", "steps of linear learning-rate warm-up"),
+    ("--lr", "learning_rate", "learning rate (the peak of an annealed schedule)"),
+    ("--warmup-steps", "warmup_steps", "steps of linear learning-rate warm-up (cosine)"),
     ("--weight-decay", "weight_decay", "decoupled (AdamW) weight decay of the convolution kernels; 0: adam"),
-    ("--schedule", "schedule", "cosine, constant or step"),
+    ("--schedule", "schedule", "constant (held steady by the moving average), cosine (warm-up, then annealed to 1%%) or step (/10 at 1/2 and 3/4)"),
     ("--loss", "loss", "bce_dice or bce"),
     ("--dropout", "dropout", None),
     ("--smooth", "smooth", "sigma (px at the training scale) of a fixed Gaussian smoothing of the network's inputs, "
@@ -66,7 +67,7 @@ PARAMETER_FLAGS = (
 )
 #: Choices of the string parameters.
 CHOICES = {"model": MODELS, "norm": NORMS, "mode": ("crop", "resize"), "preprocessing": ("reference", "stain"),
-           "normalisation": ("minmax", "percentile"), "schedule": ("cosine", "constant", "step"),
+           "normalisation": ("minmax", "percentile"), "schedule": SCHEDULES,
            "loss": ("bce_dice", "bce"), "split": ("group", "stratified"), "pipeline": ("auto", "resident", "streaming"),
            "precision": ("float32", "bfloat16")}
 
