@@ -397,9 +397,13 @@ def train_and_evaluate(
     smallest_loss = float("inf")
     val_seconds = last_val_seconds = 0.0
     step = int(optimizer.step[...])
-    # Fitted to the budget: the epochs are planned again at REPLAN_EPOCH (a
-    # caller's plan_epochs, such as a halving survivor's, plans instead).
-    replan_at_pace = resume is None and fit_epochs_to_budget and deadline is not None and plan_epochs is None
+    if plan_epochs is None and resume is None and fit_epochs_to_budget and deadline is not None:
+        # Fitted to the budget: the epochs are planned again at REPLAN_EPOCH, through
+        # the same hook a caller's plan (a halving survivor's) takes.
+        def plan_epochs(epoch, unit_seconds):
+            if epoch == REPLAN_EPOCH:
+                return epochs_at_pace(epoch, unit_seconds, last_val_seconds, deadline - time.monotonic())
+            return None
 
     def check(loss: float, step: int) -> None:
         nonlocal smallest_loss
@@ -439,8 +443,6 @@ def train_and_evaluate(
         unit_seconds = ((time.monotonic() - steady_start) * len(losses) / (len(losses) - 1)
                         if steady_start and len(losses) > 1 else train_seconds)
         planned = plan_epochs(epoch, unit_seconds) if plan_epochs is not None and not stopped_early else None
-        if replan_at_pace and epoch == REPLAN_EPOCH and not stopped_early:
-            planned = epochs_at_pace(epoch, unit_seconds, last_val_seconds, deadline - time.monotonic())
         if planned and planned != config.train.epochs:
             config = config.replace(train={"epochs": max(planned, epoch)})
             plan_schedule(optimizer, config.train.total_steps)
