@@ -14,8 +14,11 @@ import time
 from pathlib import Path
 
 from nucjax.cli import data_command_parser, fail, load_data
-from nucjax.config import SCHEDULES
+from nucjax.config import LOSSES, PIPELINES, PRECISIONS, SCHEDULES
+from nucjax.data.split import SPLITS
+from nucjax.inputs import MODES
 from nucjax.models.unet_config import MODELS, NORMS
+from nucjax.preprocess import NORMALISATIONS, PREPROCESSING
 
 
 #: The flags that set one flat parameter (see nucjax.config.from_params):
@@ -66,10 +69,8 @@ PARAMETER_FLAGS = (
     ("--precision", "precision", "bfloat16: mixed precision for GPUs (float32 parameters and loss)"),
 )
 #: Choices of the string parameters.
-CHOICES = {"model": MODELS, "norm": NORMS, "mode": ("crop", "resize"), "preprocessing": ("reference", "stain"),
-           "normalisation": ("minmax", "percentile"), "schedule": SCHEDULES,
-           "loss": ("bce_dice", "bce"), "split": ("group", "stratified"), "pipeline": ("auto", "resident", "streaming"),
-           "precision": ("float32", "bfloat16")}
+CHOICES = {"model": MODELS, "norm": NORMS, "mode": MODES, "preprocessing": PREPROCESSING, "normalisation": NORMALISATIONS,
+           "schedule": SCHEDULES, "loss": LOSSES, "split": SPLITS, "pipeline": PIPELINES, "precision": PRECISIONS}
 
 
 def parse_args(argv=None):
