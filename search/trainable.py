@@ -147,21 +147,31 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
 
 #: JAX's events for making a program: lowering it, and XLA compiling it (or reading it from the cache).
 COMPILE_EVENTS = ("/jax/core/compile/jaxpr_to_mlir_module_duration", "/jax/core/compile/backend_compile_duration")
-_compile_seconds = [0.0, False]  # seconds so far, listening
+#: Of XLA's, the part that read a program from the persistent cache: what a compilation costs once cached.
+CACHE_READ_EVENT = "/jax/compilation_cache/cache_retrieval_time_sec"
+_compile_seconds = {"all": 0.0, "xla": 0.0, "read": 0.0, "listening": False}
 
 
-def compile_seconds() -> float:
-    """Seconds this process has spent making JAX programs since the first call."""
+def compile_seconds(part: str = "all") -> float:
+    """Seconds this process has spent making JAX programs since the first
+    call: 'all' of it, or 'saved': the XLA compilations the persistent
+    cache did not hold, what a later process finds there instead."""
     import jax
 
-    if not _compile_seconds[1]:
+    if not _compile_seconds["listening"]:
         def listen(event: str, duration: float, **_):
             if event in COMPILE_EVENTS:
-                _compile_seconds[0] += duration
+                _compile_seconds["all"] += duration
+            if event == COMPILE_EVENTS[1]:
+                _compile_seconds["xla"] += duration
+            elif event == CACHE_READ_EVENT:
+                _compile_seconds["read"] += duration
 
         jax.monitoring.register_event_duration_secs_listener(listen)
-        _compile_seconds[1] = True
-    return _compile_seconds[0]
+        _compile_seconds["listening"] = True
+    if part == "saved":
+        return _compile_seconds["xla"] - _compile_seconds["read"]
+    return _compile_seconds["all"]
 
 
 def probe_trial(params: dict, train, val, subset, unit_steps: int, environment: dict | None = None,
@@ -175,7 +185,10 @@ def probe_trial(params: dict, train, val, subset, unit_steps: int, environment: 
     most programs in the shared cache. Seconds of: a training step
     ('step'), the subset at the masks' scale ('subset') and as prediction
     ('predicted_subset'), a trial's start (data, model, compilation:
-    'start'); and the probe's own ('seconds', of which 'compile')."""
+    'start'), and a trial's start once the shared cache holds the probe's
+    programs ('restart': every trial after the first few, and every
+    paused trial resumed); and the probe's own ('seconds', of which
+    'compile')."""
     started = time.monotonic()
     os.environ.update(environment or {})
     from nucjax.config import Validation
@@ -183,7 +196,7 @@ def probe_trial(params: dict, train, val, subset, unit_steps: int, environment: 
 
     config = experiment_config({**params, "epochs": 2, "steps_per_epoch": unit_steps})
     workdir = Path(tempfile.mkdtemp(prefix="nucjax-probe-"))
-    first = compile_seconds()
+    first, first_saved = compile_seconds(), compile_seconds("saved")
     validating = []  # compilation seconds so far when each unit's validation starts and ends
 
     def validate_on(epoch):
@@ -203,6 +216,7 @@ def probe_trial(params: dict, train, val, subset, unit_steps: int, environment: 
     warm = [max(r.seconds - unit_steps * config.train.batch_size / r.images_per_s - (after - before), 0.0)
             for r, (before, after) in zip(results, validating)]
     predicted_s, subset_s = warm
-    return {"step": step_s, "subset": subset_s, "predicted_subset": predicted_s,
-            "start": total - 2 * unit_steps * step_s - predicted_s - subset_s,
+    start_s = total - 2 * unit_steps * step_s - predicted_s - subset_s
+    return {"step": step_s, "subset": subset_s, "predicted_subset": predicted_s, "start": start_s,
+            "restart": start_s - (compile_seconds("saved") - first_saved),
             "seconds": total, "compile": compile_seconds() - first}

@@ -129,7 +129,11 @@ def test_a_trials_checkpoint_is_chosen_as_a_run_chooses_among_its_whole_split_on
 def test_a_probe_times_steps_and_validations_apart_from_compilation(tiny_samples):
     """What the plan is made from (search.trainable.probe_trial, here in this process): a step, the
     subset at the masks' scale and as prediction validates it, and a start that holds the compilation
-    (a trial pays it once). The compilation clock counts a new program and not a call of a compiled one."""
+    (a trial pays it once), of which 'restart' leaves out what the shared cache saves the trials after it.
+    The compilation clock counts a new program and not a call of a compiled one; its 'saved' part counts
+    XLA compiling a program, and not the cache's read of it."""
+    import time
+
     import jax
     import jax.numpy as jnp
 
@@ -142,13 +146,21 @@ def test_a_probe_times_steps_and_validations_apart_from_compilation(tiny_samples
     timed = probe_trial(params, train, val, [0, 1], 3)
     assert all(timed[key] > 0 for key in ("step", "subset", "predicted_subset", "start", "compile"))
     assert timed["start"] >= timed["compile"] and timed["seconds"] > timed["start"] + 6 * timed["step"]
-    # Whether the probe compiled or read the shared cache depends on what ran before: time a program apart.
-    before = compile_seconds()
-    program = jax.jit(lambda x: jnp.sin(x) * 3.25 + jnp.arange(7.0))
+    assert timed["start"] - timed["compile"] <= timed["restart"] <= timed["start"]
+    # Whether the probe compiled or read the shared cache depends on what ran before: time a program apart,
+    # one no cache holds yet (its constant is new).
+    before, saved_before = compile_seconds(), compile_seconds("saved")
+    new_constant = float(time.time_ns() % 1_000_003)
+    program = jax.jit(lambda x: jnp.sin(x) * new_constant + jnp.arange(7.0))
     program(jnp.ones(7)).block_until_ready()
-    compiled = compile_seconds()
+    compiled, saved = compile_seconds(), compile_seconds("saved")
     program(jnp.ones(7)).block_until_ready()
     assert compiled > before and compile_seconds() == compiled
+    assert 0 < saved - saved_before <= compiled - before
+    # Made again in this process, it is read from the persistent cache: it costs the clock, it saves nothing.
+    jax.clear_caches()
+    program(jnp.ones(7)).block_until_ready()
+    assert compile_seconds() > compiled and compile_seconds("saved") - saved < saved - saved_before
 
 
 def test_a_survivor_plans_its_units_to_end_at_the_deadline_at_its_own_pace():
