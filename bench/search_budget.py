@@ -6,10 +6,15 @@ group and its score on the searches' held-back test images (both through
 nucjax.predict, what a user gets), the configurations tried, and the
 share of trial core-seconds spent on the configuration that won.
 
-    python bench/search_budget.py --minutes 60 [--data ../shared/data/dsb2018/stage1_train] [--out DIR] [--runs asha,halving,train]
+    python bench/search_budget.py --minutes 60 [--data ../shared/data/dsb2018/stage1_train] [--out DIR] [--runs asha,halving,train] [--seed S]
 
 The training run holds back the searches' test share too (same seed and
 split), so all three are scored on the same unseen images.
+
+--seed draws another sample: the split, the searches' configurations
+(their sampler's order) and the training run's seed all change with it,
+so one bench is one comparison, and several seeds say how much of a
+difference is the draw.
 
 The three runs take 3 x M minutes, so the bench can be run in parts: a
 run whose folder under --out already holds its result (a search's
@@ -65,6 +70,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "dsb2018" / "stage1_train")
     parser.add_argument("--out", type=Path, help="bench folder, reused if it exists (default: bench/search_budget/<time>)")
     parser.add_argument("--runs", default=",".join(RUNS), help="which of asha, halving, train to run (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="the split's, sampler's and training's seed (default: %(default)s)")
     args = parser.parse_args()
     out = (args.out or ROOT / "bench" / "search_budget" / time.strftime("%Y%m%d-%H%M%S")).absolute()
     minutes = f"{args.minutes:g}"
@@ -76,10 +82,10 @@ def main() -> None:
             continue
         if name == "train":
             run(["nucjax.train", "--data", str(args.data), "--time-budget", minutes, "--test-fraction", "0.1",
-                 "--out", str(folder)])
+                 "--seed", str(args.seed), "--out", str(folder)])
         else:
             run(["search.run", "--space", "extended", "--data", str(args.data), "--time-budget", minutes,
-                 "--scheduler", name, "--storage", str(folder)])
+                 "--scheduler", name, "--seed", str(args.seed), "--storage", str(folder)])
     rows = []
     for name in RUNS:
         folder = out / name
@@ -88,7 +94,7 @@ def main() -> None:
         elif (folder / "checkpoints").exists():
             rows.append(("nucjax.train", str(folder), 1, 1.0))
 
-    print(f"{minutes}-minute budget each, {args.data}")
+    print(f"{minutes}-minute budget each, seed {args.seed}, {args.data}")
     print("| run | configurations | core-seconds on the winner | validation | held-back test | validation by kind | by group |")
     print("|---|---|---|---|---|---|---|")
     for name, checkpoint, configurations, share in rows:
