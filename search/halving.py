@@ -2,17 +2,18 @@
 start, how far each rung trains them, and who goes on.
 
 A search's trials report every `unit` steps (a fraction of an epoch). The
-plan starts as many configurations (a multiple of the slots) as its
-pruning rungs can afford for one unit; after each rung the best 1/eta of
-them (at least one per slot; by validation on a small fixed subset of
-images) go on, from their checkpoints, to eta times as many units; the
-last rung's slots survivors train until the deadline, with a
-learning-rate schedule planned for the units they will get (planned again
-after each survivor's first unit, from that unit's time and the time left),
-and score the
-whole validation split every few units (full_every) and at their end.
-The pruning rungs take at most PRUNING_SHARE of the budget. Pure functions
-on numbers: search.scheduler applies a plan to Ray Tune's trials.
+plan starts as many configurations (a multiple of the slots) as the budget
+affords for one unit; after each rung the best 1/eta of them (at least one
+per slot; by validation on a small fixed subset of images) go on, from
+their checkpoints, to eta times as many units. The last cut waits until
+the learning curves have settled (settle_units) and ranks its finalists on
+the whole validation split. The slots survivors then train until the
+deadline, with a learning-rate schedule planned for the units they will get
+(planned again after the cut, from the last unit's time and the time
+left), and score the whole split every few units (full_every) and at their
+end. The configurations that are pruned take at most PRUNED_SHARE of the
+budget. Pure functions on numbers: search.scheduler applies a plan to Ray
+Tune's trials.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from pathlib import Path
 
 from nucjax.config import Validation
 
-#: The most of the budget the pruning rungs may take; the rest is the survivors' (who also trained in the
-#: pruning rungs: with 0.45 they get about 70% of the trial core-seconds).
-PRUNING_SHARE = 0.45
+#: The most of the planned slot-seconds the pruned configurations may take (their units, validations and
+#: starts); the survivors get the rest and the PLANNED_SHARE reserve their re-plans use: about 60% of what runs.
+PRUNED_SHARE = 0.45
 #: The share of the budget planned for: the rest absorbs what the probe cannot see (the driver and
 #: its reports share the CPUs) and its noise: on this 2-core machine, three 8-minute searches ran
 #: their units 22% and 33% slower and 23% faster than planned.
@@ -67,7 +68,8 @@ class HalvingPlan:
 
     unit_seconds: a pruning rung's unit (training, the subset validation, the report);
     full_seconds: one validation of the whole split, which survivors run every full_every units
-    (and at their first and last) instead of the subset's."""
+    (and at their first and last) instead of the subset's; cut_whole: the last pruning rung
+    ranks its finalists on the whole split (at its milestone, which is then the survivors' first)."""
 
     rungs: tuple[Rung, ...]
     unit_steps: int
@@ -78,6 +80,7 @@ class HalvingPlan:
     subset_seconds: float = 0.0
     full_seconds: float = 0.0
     full_every: int = 1
+    cut_whole: bool = False
 
     @property
     def total_units(self) -> int:
@@ -89,37 +92,58 @@ class HalvingPlan:
         """A survivor's unit: training and the report, and its share of the whole-split validations."""
         return self.unit_seconds - self.subset_seconds + self.full_seconds / self.full_every
 
+    @property
+    def subset_until(self) -> int:
+        """The last unit scored on the subset: the whole split from the last cut's milestone, or after it."""
+        return self.rungs[-2].units - self.cut_whole
+
     def rung_of(self, units: int) -> int:
         """The rung a configuration that has trained `units` units is in (its last milestone reached)."""
         return next(i for i, rung in enumerate(self.rungs) if units <= rung.units)
 
-    def slot_seconds(self) -> list[float]:
-        """The planned slot-seconds of each rung: its configurations' new units and their (re)starts;
-        the survivors' rung with its first whole-split validation."""
-        before = 0
+    def config_seconds(self) -> list[float]:
+        """The planned slot-seconds of one configuration in each rung: its new units, its (re)start and
+        the first whole-split validation, at the last cut or as a survivor."""
+        before, last = 0, len(self.rungs) - 1
         spent = []
         for i, rung in enumerate(self.rungs):
-            survivors = i == len(self.rungs) - 1 and i > 0
-            unit = self.survivor_unit_seconds if survivors else self.unit_seconds
-            extra = self.full_seconds if survivors else 0.0
-            spent.append(rung.configs * ((rung.units - before) * unit + self.start_seconds + extra))
+            unit = self.survivor_unit_seconds if i == last and i > 0 else self.unit_seconds
+            first_whole = (i == last - 1 and self.cut_whole) or (i == last and i > 0 and not self.cut_whole)
+            extra = self.full_seconds - self.subset_seconds * (i < last) if first_whole else 0.0
+            spent.append((rung.units - before) * unit + self.start_seconds + extra)
             before = rung.units
         return spent
 
+    def slot_seconds(self) -> list[float]:
+        """The planned slot-seconds of each rung: its configurations' config_seconds."""
+        return [rung.configs * seconds for rung, seconds in zip(self.rungs, self.config_seconds())]
+
+    def pruned_seconds(self) -> float:
+        """The planned slot-seconds of the configurations pruned: all they trained until their cut."""
+        per_config, pruned = self.config_seconds(), 0.0
+        for i in range(len(self.rungs) - 1):
+            pruned += (self.rungs[i].configs - self.rungs[i + 1].configs) * sum(per_config[:i + 1])
+        return pruned
+
     def describe(self) -> str:
         parts = [f"{r.configs} configuration{'s' * (r.configs != 1)} to {r.units * self.unit_steps} steps" for r in self.rungs]
+        cut = "; the last cut on the whole split" if self.cut_whole else ""
         return (f"successive halving (eta {self.eta}, {self.slots} slots, {self.unit_steps}-step units of "
                 f"~{self.unit_seconds:.0f} s; survivors validated whole every {self.full_every} units, "
-                f"~{self.full_seconds:.0f} s): " + "; ".join(parts))
+                f"~{self.full_seconds:.0f} s{cut}): " + "; ".join(parts))
 
 
-def _pruning_rungs(first_configs: int, slots: int, eta: int, first_units: int) -> list[Rung]:
+def _pruning_rungs(first_configs: int, slots: int, eta: int, first_units: int, settle_units: int = 0) -> list[Rung]:
     """The pruning rungs when first_configs start, the first rung `first_units`
-    units long: each keeps the best 1/eta (rounded up, at least one per slot)."""
+    units long: each keeps the best 1/eta, rounded up to whole slots (a slot
+    left idle while the rung finishes would train nothing), the last
+    training at least settle_units."""
     rungs, configs, units = [], first_configs, first_units
     while configs > slots:
         rungs.append(Rung(configs, units))
-        configs, units = max(slots, math.ceil(configs / eta)), units * eta
+        configs, units = slots * math.ceil(configs / (eta * slots)), units * eta
+    if rungs and rungs[-1].units < settle_units:
+        rungs[-1] = Rung(rungs[-1].configs, settle_units)
     return rungs
 
 
@@ -131,45 +155,53 @@ def full_every(full_s: float, train_s: float) -> int:
 
 def plan_halving(budget_s: float, slots: int, unit_steps: int, unit_s: float, start_s: float, eta: int = 3,
                  max_rounds: int = 6, spent_s: float = 0.0, first_units: int = 1, subset_s: float = 0.0,
-                 full_s: float = 0.0) -> HalvingPlan:
+                 full_s: float = 0.0, settle_units: int = 0) -> HalvingPlan:
     """The plan for the budget left (seconds), `slots` trials at a time,
     units of unit_steps steps taking unit_s seconds each (training, the
     subset validation of subset_s seconds and the report) and start_s
-    seconds to (re)start a trial; full_s: one whole-split validation
-    (survivors'). The most configurations whose pruning rungs fit
-    PRUNING_SHARE of the budget start. PlanError when not even one round
-    fits (slots * eta configurations, survivors getting at least eta times
-    the units of the last pruning rung), naming the smallest whole budget,
-    with the spent_s already gone (the probe). first_units: how long the
-    first rung trains (enough steps to be past the learning-rate warm-up,
-    or every score there is noise)."""
+    seconds to (re)start a trial; full_s: one whole-split validation.
+    The most configurations start whose pruned work fits PRUNED_SHARE of
+    the planned slot-seconds and whose survivors still train at least
+    twice as long as the last cut. first_units: how long the first rung
+    trains (enough steps to be past the learning-rate warm-up, or every
+    score there is noise); settle_units: how long the last cut waits (its
+    finalists ranked on the whole split, when given), until the learning
+    curves have stopped crossing. PlanError when not even slots * eta
+    configurations fit, naming the smallest whole budget that works, with
+    the spent_s already gone (the probe)."""
     if slots < 1 or eta < 2 or unit_s <= 0 or unit_steps < 1:
         raise ValueError("slots must be >= 1, eta >= 2, unit_steps >= 1 and unit_s > 0")
-    slot_seconds = budget_s * slots * PLANNED_SHARE
     every = full_every(full_s, unit_s - subset_s) if full_s else 1
+    cut_whole = settle_units > 0 and full_s > 0
 
-    def plan(rungs: list[Rung]) -> HalvingPlan:
-        return HalvingPlan(tuple(rungs), unit_steps, unit_s, start_s, slots, eta, subset_s, full_s, every)
+    def fitting(budget: float) -> HalvingPlan | None:
+        slot_seconds = budget * slots * PLANNED_SHARE
+        for first_configs in range(slots * eta**max_rounds, slots * eta - 1, -slots):
+            pruning = _pruning_rungs(first_configs, slots, eta, first_units, settle_units)
+            cut = pruning[-1].units
+            plan = HalvingPlan(tuple(pruning + [Rung(slots, cut)]), unit_steps, unit_s, start_s, slots, eta, subset_s,
+                               full_s, every, cut_whole)
+            if plan.pruned_seconds() > PRUNED_SHARE * slot_seconds:
+                continue
+            left = slot_seconds - sum(plan.slot_seconds()[:-1])
+            survivors = cut + int((left / slots - plan.config_seconds()[-1]) // plan.survivor_unit_seconds)
+            if survivors >= 2 * cut:
+                return dataclasses.replace(plan, rungs=plan.rungs[:-1] + (Rung(slots, survivors),))
+        return None
 
-    def pruning_cost(rungs: list[Rung]) -> float:
-        return sum(plan(rungs + [Rung(slots, rungs[-1].units)]).slot_seconds()[:-1])
-
-    for first_configs in range(slots * eta**max_rounds, slots * eta - 1, -slots):
-        pruning = _pruning_rungs(first_configs, slots, eta, first_units)
-        cost = pruning_cost(pruning)
-        if cost > PRUNING_SHARE * slot_seconds:
-            continue
-        survivor_unit = plan(pruning).survivor_unit_seconds
-        survivors = pruning[-1].units + int(((slot_seconds - cost) / slots - start_s - full_s) // survivor_unit)
-        if survivors >= pruning[-1].units * eta:
-            return plan(pruning + [Rung(slots, survivors)])
-    one_round = pruning_cost(_pruning_rungs(slots * eta, slots, eta, first_units))
-    survivor_unit = plan([]).survivor_unit_seconds
-    needed = (one_round + slots * (start_s + full_s + (eta - 1) * first_units * survivor_unit)) / (slots * PLANNED_SHARE)
-    needed = max(needed, one_round / (PRUNING_SHARE * slots * PLANNED_SHARE))
+    plan = fitting(budget_s)
+    if plan is not None:
+        return plan
+    # The smallest whole budget in minutes that fits (more budget never fits fewer rungs).
+    low, high = math.floor((budget_s + spent_s) / 60), max(2, math.ceil((budget_s + spent_s) / 60))
+    while fitting(high * 60 - spent_s) is None:
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if fitting(middle * 60 - spent_s) is not None else (middle, high)
     raise PlanError(f"a budget of {(budget_s + spent_s) / 60:.1f} minutes is too small for successive halving with "
                     f"{slots} slot{'s' * (slots != 1)} ({unit_steps}-step units of ~{unit_s:.0f} s, trials starting in "
-                    f"~{start_s:.0f} s); the smallest that works is {math.ceil((needed + spent_s) / 60)} minutes")
+                    f"~{start_s:.0f} s); the smallest that works is {high} minutes")
 
 
 def validation_subset(groups: list[str], size: int, first: int = 0) -> tuple[int, ...]:
@@ -196,9 +228,11 @@ class HalvingTrial:
     validation subset its pruning rungs score on (at the nucleus scale the
     masks give: a barely trained network's own size estimate is noise, and
     the first pass would double the cost), the last unit scored on it;
-    after it, the survivors score the whole split as prediction does, at
-    their first unit, every full_every units and at their last
-    (total_units); deadline: the wall-clock time (time.time()) by which a
+    after it, the whole split as prediction scores it: at the first unit
+    past subset_until (the last cut's milestone, or a survivor's first
+    unit), every full_every units and at the last (total_units). cut_units:
+    the last cut's milestone; a survivor re-plans its units after its first
+    unit past it. deadline: the wall-clock time (time.time()) by which a
     trial stops training and validates what it has."""
 
     subset: tuple[int, ...]
@@ -207,30 +241,39 @@ class HalvingTrial:
     total_units: int = 0
     deadline: float | None = None
     full_seconds: float = 0.0
+    cut_units: int | None = None
 
     @classmethod
     def of(cls, plan: HalvingPlan, subset, deadline: float | None = None) -> "HalvingTrial":
-        """A plan's trials: the subset until its last pruning rung, then its survivors' cadence."""
-        return cls(tuple(subset), plan.rungs[-2].units, plan.full_every, plan.total_units, deadline, plan.full_seconds)
+        """A plan's trials: the subset until its last pruning rung (or its milestone), then its survivors' cadence."""
+        return cls(tuple(subset), plan.subset_until, plan.full_every, plan.total_units, deadline, plan.full_seconds,
+                   plan.rungs[-2].units)
+
+    @property
+    def replans_at(self) -> int:
+        """The unit after which a survivor plans its units anew: its first past the last cut."""
+        return (self.subset_until if self.cut_units is None else self.cut_units) + 1
+
+    def _whole(self, epoch: int, last: int) -> bool:
+        since = epoch - self.subset_until
+        return since >= 1 and (since == 1 or since % self.full_every == 0 or epoch >= last)
 
     def survivor(self, done: int, unit_s: float, now: float) -> "HalvingTrial":
         """This trial as a survivor that has trained `done` units, the last
         in unit_s seconds once compiled (the machine as it is now, not the
         probe's), planned anew to end at the deadline: the most units that
         fit with the whole-split validations they will run (the unit just
-        trained, every full_every-th, the last). The plan's units were
-        planned for PLANNED_SHARE of the budget from the probe's timing;
-        here the time left is known. SURVIVOR_MARGIN keeps a slower unit
-        inside the deadline."""
+        trained's, if due, every full_every-th, the last). The plan's units
+        were planned for PLANNED_SHARE of the budget from the probe's
+        timing; here the time left is known. SURVIVOR_MARGIN keeps a slower
+        unit inside the deadline."""
         if self.deadline is None:
             return self
         left = (self.deadline - now) * (1 - SURVIVOR_MARGIN)
 
         def cost(units: int) -> float:
             last = done + units
-            cadence = sum(1 for epoch in range(done + 1, last + 1) if (epoch - self.subset_until) % self.full_every == 0)
-            off_cadence_end = (last - self.subset_until) % self.full_every != 0
-            return units * unit_s + (1 + cadence + off_cadence_end) * self.full_seconds
+            return units * unit_s + sum(self._whole(epoch, last) for epoch in range(done, last + 1)) * self.full_seconds
 
         units = 1
         while cost(units + 1) <= left:
@@ -240,21 +283,20 @@ class HalvingTrial:
     def validate_on(self, epoch: int, images: int) -> Validation:
         if epoch <= self.subset_until:
             return Validation(tuple(self.subset), at_true_scale=True)
-        since = epoch - self.subset_until
-        whole = since == 1 or since % self.full_every == 0 or epoch >= self.total_units
-        return Validation(tuple(range(images)) if whole else ())
+        return Validation(tuple(range(images)) if self._whole(epoch, self.total_units) else ())
 
 
 def plan_record(plan: HalvingPlan) -> dict:
     return {"rungs": [[r.configs, r.units] for r in plan.rungs], "unit_steps": plan.unit_steps,
             "unit_seconds": plan.unit_seconds, "start_seconds": plan.start_seconds, "slots": plan.slots, "eta": plan.eta,
-            "subset_seconds": plan.subset_seconds, "full_seconds": plan.full_seconds, "full_every": plan.full_every}
+            "subset_seconds": plan.subset_seconds, "full_seconds": plan.full_seconds, "full_every": plan.full_every,
+            "cut_whole": plan.cut_whole}
 
 
 def read_plan(record: dict) -> HalvingPlan:
     return HalvingPlan(tuple(Rung(*r) for r in record["rungs"]), record["unit_steps"], record["unit_seconds"],
                        record["start_seconds"], record["slots"], record["eta"], record.get("subset_seconds", 0.0),
-                       record.get("full_seconds", 0.0), record.get("full_every", 1))
+                       record.get("full_seconds", 0.0), record.get("full_every", 1), record.get("cut_whole", False))
 
 
 def read_halving(folder) -> dict | None:

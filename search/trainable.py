@@ -103,7 +103,7 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
         with checkpoint.as_directory() as folder:
             record = json.loads((Path(folder) / "checkpoint.json").read_text())
             epoch = record["epoch"]
-            if halving is not None and epoch > halving.subset_until:
+            if halving is not None and epoch >= halving.replans_at:
                 # A survivor interrupted: its units as it planned them (see plan_epochs), not the plan's.
                 halving = dataclasses.replace(halving, total_units=record["config"]["train"]["epochs"])
             shutil.copytree(folder, workdir / "checkpoints" / f"epoch_{epoch:04d}")
@@ -113,7 +113,7 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
     def plan_epochs(epoch, unit_seconds):
         # A survivor's first unit, timed on this machine as it runs now: its units planned anew to end at the deadline.
         nonlocal halving
-        if halving is None or epoch != halving.subset_until + 1:
+        if halving is None or epoch != halving.replans_at:
             return None
         halving = halving.survivor(epoch, unit_seconds, time.time())
         return halving.total_units

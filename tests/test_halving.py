@@ -5,13 +5,17 @@ and resuming trials, is in test_search.py."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from nucjax.config import Validation
 from search.halving import (
+    HalvingPlan,
+    Rung,
     FULL_VALIDATION_SHARE,
     PLANNED_SHARE,
-    PRUNING_SHARE,
+    PRUNED_SHARE,
     HalvingTrial,
     PlanError,
     fates,
@@ -26,14 +30,41 @@ from search.halving import (
 def test_an_hour_on_two_slots_tries_many_and_spends_most_on_the_survivors():
     # Real-data figures: 37-step units of ~50 s with their subset validation, ~20 s to (re)start a trial.
     plan = plan_halving(3600, 2, 37, 50.0, 20.0)
-    assert [(r.configs, r.units) for r in plan.rungs[:-1]] == [(18, 1), (6, 3)]
+    assert [(r.configs, r.units) for r in plan.rungs[:-1]] == [(20, 1), (8, 3), (4, 9)]
     survivors = plan.rungs[-1]
-    assert survivors.configs == 2 and survivors.units > 10 * plan.rungs[-2].units
+    assert survivors.configs == 2 and survivors.units >= 2 * plan.rungs[-2].units
     spent = plan.slot_seconds()
     assert sum(spent) <= 3600 * 2 * PLANNED_SHARE
-    assert spent[-1] / sum(spent) > 0.6  # the survivors' own units
+    assert plan.pruned_seconds() <= PRUNED_SHARE * 3600 * 2 * PLANNED_SHARE
+    assert 1 - plan.pruned_seconds() / sum(spent) > 0.55  # the survivors' whole trials, before the reserve
     assert plan.total_units == survivors.units and plan.rung_of(1) == 0 and plan.rung_of(2) == 1
     assert read_plan(plan_record(plan)) == plan
+
+
+def test_the_last_cut_waits_for_the_learning_curves_and_ranks_on_the_whole_split():
+    # This machine's real-data figures (the 60-minute searches' probes): 37-step units of ~75 s with the
+    # subset's 10 s, 24 s to restart, 132 s for the whole split; the cut after 8 units (about 300 steps).
+    plan = plan_halving(3470, 2, 37, 75.0, 24.0, subset_s=10.0, full_s=132.0, settle_units=8)
+    assert [(r.configs, r.units) for r in plan.rungs[:-1]] == [(12, 1), (4, 8)] and plan.cut_whole
+    assert plan.rungs[-1].units >= 16 and plan.pruned_seconds() <= PRUNED_SHARE * 3470 * 2 * PLANNED_SHARE
+    assert read_plan(plan_record(plan)) == plan
+    trial = HalvingTrial.of(plan, [0, 3, 5])
+    subset, whole = Validation((0, 3, 5), at_true_scale=True), Validation(tuple(range(50)))
+    assert [trial.validate_on(u, 50) for u in (1, 7)] == [subset, subset]
+    assert trial.validate_on(8, 50) == whole  # the finalists, ranked as prediction scores
+    assert trial.replans_at == 9  # a survivor's first unit after the cut, not the cut (it may wait there)
+    # The whole split costs each finalist at the cut what it costs a survivor at its first unit otherwise.
+    geometric = plan_halving(3470, 2, 37, 75.0, 24.0, subset_s=10.0, full_s=132.0)
+    assert not geometric.cut_whole and geometric.rungs[-2].units == 3
+    assert plan.config_seconds()[1] == pytest.approx(7 * 75.0 + 24.0 + 132.0 - 10.0)
+    assert geometric.config_seconds()[-1] == pytest.approx(
+        (geometric.total_units - 3) * geometric.survivor_unit_seconds + 24.0 + 132.0)
+
+
+def test_rungs_keep_whole_slots_so_none_idles_while_a_rung_finishes():
+    for plan in (plan_halving(3600, 2, 37, 50.0, 20.0), plan_halving(3600, 8, 37, 50.0, 20.0),
+                 plan_halving(3470, 2, 37, 75.0, 24.0, subset_s=10.0, full_s=132.0, settle_units=8)):
+        assert all(rung.configs % plan.slots == 0 for rung in plan.rungs)
 
 
 def test_a_slower_unit_or_more_slots_change_the_plan_as_they_should():
@@ -70,22 +101,24 @@ def test_the_validation_subset_is_fixed_keeps_the_film_images_first_and_covers_e
 
 
 def test_the_record_gives_each_trial_its_fate_and_each_rung_its_counts():
-    plan = plan_halving(3600, 2, 37, 50.0, 20.0)
+    plan = plan_halving(3470, 2, 37, 75.0, 24.0, subset_s=10.0, full_s=132.0, settle_units=8)
     record = {"plan": plan_record(plan), "rung": {"t1": 2, "t2": 2, "t3": 1, "t4": 0, "t5": 0},
               "fate": {"t3": "pruned at rung 1", "t4": "pruned at rung 0", "t5": "error"}}
     assert fates(record) == {"t1": "survivor", "t2": "survivor", "t3": "pruned at rung 1",
                              "t4": "pruned at rung 0", "t5": "error"}
-    assert rung_counts(record) == [(5, 3, 37), (3, 2, 111), (2, 0, plan.rungs[-1].units * 37)]
+    assert rung_counts(record) == [(5, 3, 37), (3, 2, 296), (2, 0, plan.rungs[-1].units * 37)]
 
 
-def test_the_first_rung_takes_as_many_configurations_as_the_pruning_share_affords():
+def test_the_first_rung_takes_as_many_configurations_as_the_pruned_share_affords():
     # About this machine's real-data figures after a 3.5-minute probe: not only 6 or 18 (slots * 3**R).
     plan = plan_halving(56.5 * 60, 2, 37, 84.0, 51.0, subset_s=20.0, full_s=84.0)
-    assert [(r.configs, r.units) for r in plan.rungs[:-1]] == [(12, 1), (4, 3)]
-    spent = plan.slot_seconds()
-    assert sum(spent[:-1]) <= PRUNING_SHARE * 56.5 * 60 * 2 * PLANNED_SHARE < sum(spent)
-    # Each rung keeps the best third, rounded up, never fewer than the slots.
-    assert [r.configs for r in plan_halving(3600, 2, 37, 30.0, 10.0).rungs] == [30, 10, 4, 2]
+    assert [(r.configs, r.units) for r in plan.rungs[:-1]] == [(14, 1), (6, 3)]
+    slot_seconds = 56.5 * 60 * 2 * PLANNED_SHARE
+    assert plan.pruned_seconds() <= PRUNED_SHARE * slot_seconds
+    wider = HalvingPlan((Rung(16, 1), Rung(6, 3), plan.rungs[-1]), *dataclasses.astuple(plan)[1:])
+    assert wider.pruned_seconds() > PRUNED_SHARE * slot_seconds  # two more would not fit
+    # Each rung keeps the best third, rounded up to whole slots, never fewer than the slots.
+    assert [r.configs for r in plan_halving(3600, 2, 37, 30.0, 10.0).rungs] == [36, 12, 4, 2]
 
 
 def test_survivors_validate_the_whole_split_every_few_units_within_their_share():
@@ -164,16 +197,18 @@ def test_a_probe_times_steps_and_validations_apart_from_compilation(tiny_samples
 
 
 def test_a_survivor_plans_its_units_to_end_at_the_deadline_at_its_own_pace():
-    plan = plan_halving(3600, 2, 37, 50.0, 20.0, subset_s=8.0, full_s=100.0)
-    trial = HalvingTrial.of(plan, [0, 3, 5], deadline=10_000.0)
-    assert trial.full_seconds == 100.0
-    # 1900 s of the 2000 left (the margin): 34 units of 40 s and 5 whole validations of 100 s (the unit just
-    # trained, epochs 13, 23 and 33 on the 10-unit cadence from the subset's end at 3, and 43, the last, on it
-    # too): 1860 s. 35 units would add an off-cadence last validation: 2000 s.
-    assert (trial.subset_until, trial.full_every) == (3, 10)
-    survivor = trial.survivor(9, 40.0, now=8_000.0)
-    expected = 34
-    assert survivor.total_units == 9 + expected and survivor.subset_until == trial.subset_until
-    assert trial.survivor(9, 80.0, now=8_000.0).total_units < survivor.total_units  # a slower machine: fewer units
-    assert trial.survivor(9, 40.0, now=9_990.0).total_units == 10  # past hope: one unit, the deadline stops it
+    trial = HalvingTrial((0, 3, 5), subset_until=3, full_every=10, total_units=20, deadline=10_000.0, full_seconds=100.0,
+                         cut_units=3)
+    # At its first unit past the cut (4), 1900 s of the 2000 left (the margin): 35 units of 40 s and 5 whole
+    # validations of 100 s (the unit just trained, 13, 23 and 33 on the 10-unit cadence from the subset's end
+    # at 3, and 39, the last): 1900 s. 36 units: 1940 s.
+    assert trial.replans_at == 4
+    survivor = trial.survivor(4, 40.0, now=8_000.0)
+    assert survivor.total_units == 4 + 35 and survivor.subset_until == trial.subset_until
+    # After a cut on the whole split (at 4, so the subset ends at 3 and the survivor re-plans at 5): its first
+    # unit is off the cadence, so it pays one validation less: 2 more units of 40 s.
+    after_cut = dataclasses.replace(trial, cut_units=4)
+    assert after_cut.replans_at == 5 and after_cut.survivor(5, 40.0, now=8_000.0).total_units == 5 + 37
+    assert trial.survivor(4, 80.0, now=8_000.0).total_units < survivor.total_units  # a slower machine: fewer units
+    assert trial.survivor(4, 40.0, now=9_990.0).total_units == 5  # past hope: one unit, the deadline stops it
     assert HalvingTrial((0,), 3).survivor(3, 40.0, now=0.0).total_units == 0  # no deadline: the plan stands
