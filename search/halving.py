@@ -3,8 +3,8 @@ start, how far each rung trains them, and who goes on.
 
 A search's trials report every `unit` steps (a fraction of an epoch). The
 plan starts as many configurations (a multiple of the slots) as the budget
-affords for one unit; after each rung the best 1/eta of them (at least one
-per slot; by validation on a small fixed subset of images) go on, from
+affords for one unit; after each rung the best 1/eta of them (rounded up
+to whole slots; by validation on a small fixed subset of images) go on, from
 their checkpoints, to eta times as many units. The last cut waits until
 the learning curves have settled (settle_units) and ranks its finalists on
 the whole validation split. The slots survivors then train until the
@@ -68,7 +68,7 @@ class HalvingPlan:
 
     unit_seconds: a pruning rung's unit (training, the subset validation, the report);
     full_seconds: one validation of the whole split, which survivors run every full_every units
-    (and at their first and last) instead of the subset's; cut_whole: the last pruning rung
+    (and at their first or the last cut, and at their last) instead of the subset's; cut_whole: the last pruning rung
     ranks its finalists on the whole split (at its milestone, which is then the survivors' first)."""
 
     rungs: tuple[Rung, ...]
