@@ -128,7 +128,8 @@ def plan_search(args, ray, train, val, space: dict, deadline: float, groups: dic
     from search.trainable import probe_trial, trial_environment
 
     subset = validation_subset([groups[s.image_id] for s in val], max(SUBSET_IMAGES, FILM_IMAGES), FILM_IMAGES)
-    least_steps = args.rung_steps or max(10, int(space.get("steps_per_epoch", 100)) // UNITS_PER_EPOCH)
+    epoch_steps = int(space.get("steps_per_epoch", 100))
+    least_steps = args.rung_steps or max(10, epoch_steps // UNITS_PER_EPOCH)
     # The probe's units are shorter than the trials': it times steps, not what they learn.
     probe_steps = max(PROBE_STEPS, least_steps // 3)
     probe = ray.remote(probe_trial).options(num_cpus=args.cpus_per_trial, num_gpus=args.gpus_per_trial)
@@ -143,7 +144,7 @@ def plan_search(args, ray, train, val, space: dict, deadline: float, groups: dic
     pixels = [s.image.shape[0] * s.image.shape[1] for s in val]
     full_s = predicted_s * sum(pixels) / sum(pixels[i] for i in subset)
     unit_steps = args.rung_steps or max(least_steps, math.ceil(max(MIN_UNIT_TRAIN_S, 2 * subset_s) / step_s))
-    settle_units = max(1, round(SETTLE_EPOCHS * int(space.get("steps_per_epoch", 100)) / unit_steps))
+    settle_units = max(1, round(SETTLE_EPOCHS * epoch_steps / unit_steps))
     plan = plan_halving(deadline - time.monotonic(), count, unit_steps, unit_steps * step_s + subset_s + REPORT_S,
                         start_s + TRIAL_START_S, spent_s=time.monotonic() - args.started, subset_s=subset_s, full_s=full_s,
                         settle_units=settle_units)

@@ -11,13 +11,13 @@ import pytest
 
 from nucjax.config import Validation
 from search.halving import (
-    HalvingPlan,
-    Rung,
     FULL_VALIDATION_SHARE,
     PLANNED_SHARE,
     PRUNED_SHARE,
+    HalvingPlan,
     HalvingTrial,
     PlanError,
+    Rung,
     fates,
     plan_halving,
     plan_record,
