@@ -9,8 +9,8 @@ their checkpoints, to eta times as many units. The last cut waits until
 the learning curves have settled (settle_units) and ranks its finalists on
 the whole validation split. The slots survivors then train until the
 deadline, with a learning-rate schedule planned for the units they will get
-(planned again after the cut, from the last unit's time and the time
-left), and score the whole split every few units (full_every) and at their
+(planned again after every unit past the cut, from their pace so far
+and the time left), and score the whole split every few units (full_every) and at their
 end. The configurations that are pruned take at most PRUNED_SHARE of the
 budget. Pure functions on numbers: search.scheduler applies a plan to Ray
 Tune's trials.
@@ -231,7 +231,7 @@ class HalvingTrial:
     after it, the whole split as prediction scores it: at the first unit
     past subset_until (the last cut's milestone, or a survivor's first
     unit), every full_every units and at the last (total_units). cut_units:
-    the last cut's milestone; a survivor re-plans its units after its first
+    the last cut's milestone; a survivor re-plans its units after every
     unit past it. deadline: the wall-clock time (time.time()) by which a
     trial stops training and validates what it has."""
 
@@ -251,31 +251,33 @@ class HalvingTrial:
 
     @property
     def replans_at(self) -> int:
-        """The unit after which a survivor plans its units anew: its first past the last cut."""
+        """The first unit after which a survivor plans its units anew (it does after every unit from there)."""
         return (self.subset_until if self.cut_units is None else self.cut_units) + 1
 
     def _whole(self, epoch: int, last: int) -> bool:
         since = epoch - self.subset_until
         return since >= 1 and (since == 1 or since % self.full_every == 0 or epoch >= last)
 
-    def survivor(self, done: int, unit_s: float, now: float) -> "HalvingTrial":
-        """This trial as a survivor that has trained `done` units, the last
-        in unit_s seconds once compiled (the machine as it is now, not the
-        probe's), planned anew to end at the deadline: the most units that
-        fit with the whole-split validations they will run (the unit just
-        trained's, if due, every full_every-th, the last). The plan's units
-        were planned for PLANNED_SHARE of the budget from the probe's
-        timing; here the time left is known. SURVIVOR_MARGIN keeps a slower
-        unit inside the deadline."""
+    def survivor(self, done: int, unit_s: float, now: float, full_s: float | None = None) -> "HalvingTrial":
+        """This trial as a survivor that has trained `done` units, a unit
+        taking unit_s seconds (its pace on the machine as it is now, not the
+        probe's: see SurvivorPace) and a whole-split validation full_s (the
+        plan's when None), planned anew to end at the deadline: the most
+        units that fit with the whole-split validations they will run (the
+        unit just trained's, if due, every full_every-th, the last). The
+        plan's units were planned for PLANNED_SHARE of the budget from the
+        probe's timing; here the time left is known. SURVIVOR_MARGIN keeps
+        a slower unit inside the deadline."""
         if self.deadline is None:
             return self
         left = (self.deadline - now) * (1 - SURVIVOR_MARGIN)
+        full_s = self.full_seconds if full_s is None else full_s
 
         def cost(units: int) -> float:
             last = done + units
-            return units * unit_s + sum(self._whole(epoch, last) for epoch in range(done, last + 1)) * self.full_seconds
+            return units * unit_s + sum(self._whole(epoch, last) for epoch in range(done, last + 1)) * full_s
 
-        units = 1
+        units = 0  # none fit: the unit just trained is the last, validated now rather than cut by the deadline
         while cost(units + 1) <= left:
             units += 1
         return dataclasses.replace(self, total_units=done + units)
@@ -284,6 +286,41 @@ class HalvingTrial:
         if epoch <= self.subset_until:
             return Validation(tuple(self.subset), at_true_scale=True)
         return Validation(tuple(range(images)) if self._whole(epoch, self.total_units) else ())
+
+
+@dataclass
+class SurvivorPace:
+    """A survivor's pace as its process measures it, for its re-plans after
+    every unit (HalvingTrial.survivor). The first unit it sees is timed by
+    its compiled steps alone; from then on a unit's seconds are the wall
+    clock since that unit, less the validations in between: saving,
+    reporting and the other trials' load on the CPUs count. One unit timed
+    once was not enough: timed on the unit after their restart at the cut,
+    slower than those that followed, the survivors of a 60-minute search
+    ended 5-6 minutes before the deadline."""
+
+    since: tuple[int, float] | None = None  # (units done, time.time()) when the timing began
+    validating: float = 0.0  # validation seconds since then
+    whole: list[float] = dataclasses.field(default_factory=list)  # each whole-split validation's seconds
+
+    def unit_seconds(self, done: int, steps_seconds: float, now: float) -> float:
+        """Seconds a unit takes, at `now`, when `done` units have trained (the last, once compiled, in steps_seconds)."""
+        if self.since is None or done <= self.since[0]:
+            self.since = (done, now)
+            return steps_seconds
+        first, then = self.since
+        return max(now - then - self.validating, 0.0) / (done - first) or steps_seconds
+
+    def validated(self, epoch: int, seconds: float, whole: bool) -> None:
+        """Unit `epoch` was validated in `seconds` (the whole split, or a subset)."""
+        if self.since is not None and epoch >= self.since[0]:
+            self.validating += seconds
+        if whole:
+            self.whole.append(seconds)
+
+    def full_seconds(self) -> float | None:
+        """A whole-split validation's seconds as measured here (their mean), or None before the first."""
+        return sum(self.whole) / len(self.whole) if self.whole else None
 
 
 def plan_record(plan: HalvingPlan) -> dict:

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from search.halving import SurvivorPace
+
 #: What a trial reports each epoch, besides its config.
 METRICS = ("score", "loss", "epoch", "epochs", "foreground", "images_per_s")
 #: The metric Tune ranks a trial's checkpoints by (see run_trial).
@@ -110,12 +112,15 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
             if (Path(folder) / "film").is_dir():
                 shutil.copytree(Path(folder) / "film", film, dirs_exist_ok=True)
 
+    pace = SurvivorPace()
+
     def plan_epochs(epoch, unit_seconds):
-        # A survivor's first unit, timed on this machine as it runs now: its units planned anew to end at the deadline.
+        # A survivor, after every unit: its units planned anew to end at the deadline, at its pace so far.
         nonlocal halving
-        if halving is None or epoch != halving.replans_at:
+        if halving is None or epoch < halving.replans_at:
             return None
-        halving = halving.survivor(epoch, unit_seconds, time.time())
+        now = time.time()
+        halving = halving.survivor(epoch, pace.unit_seconds(epoch, unit_seconds, now), now, pace.full_seconds())
         return halving.total_units
 
     def on_epoch(result, maps):
@@ -123,6 +128,7 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
         write_frame(film_frame([s.image for s in val[:FILM_IMAGES]], [s.labels for s in val[:FILM_IMAGES]],
                                maps[:FILM_IMAGES], PostprocessConfig(**result.postprocess)), film, result.epoch)
         shutil.copytree(film, Path(result.checkpoint) / "film", dirs_exist_ok=True)
+        pace.validated(result.epoch, result.validation_seconds, result.validated_images == len(val))
         metrics = {name: getattr(result, name) for name in METRICS}
         metrics.update({f"score_{kind}": value for kind, value in result.scores_by_kind.items()})
         metrics.update({f"score_group_{group}": value for group, value in result.scores_by_group.items()})

@@ -18,6 +18,7 @@ from search.halving import (
     HalvingTrial,
     PlanError,
     Rung,
+    SurvivorPace,
     fates,
     plan_halving,
     plan_record,
@@ -210,5 +211,51 @@ def test_a_survivor_plans_its_units_to_end_at_the_deadline_at_its_own_pace():
     after_cut = dataclasses.replace(trial, cut_units=4)
     assert after_cut.replans_at == 5 and after_cut.survivor(5, 40.0, now=8_000.0).total_units == 5 + 37
     assert trial.survivor(4, 80.0, now=8_000.0).total_units < survivor.total_units  # a slower machine: fewer units
-    assert trial.survivor(4, 40.0, now=9_990.0).total_units == 5  # past hope: one unit, the deadline stops it
+    # Validations measured at 50 s, not the plan's 100: 40 units and 6 validations fill the 1900 s.
+    assert trial.survivor(4, 40.0, now=8_000.0, full_s=50.0).total_units == 4 + 40
+    assert trial.survivor(4, 40.0, now=9_990.0).total_units == 4  # none fits: the unit just trained is the last
     assert HalvingTrial((0,), 3).survivor(3, 40.0, now=0.0).total_units == 0  # no deadline: the plan stands
+
+
+def test_a_survivors_pace_is_its_wall_clock_less_its_validations():
+    pace = SurvivorPace()
+    pace.validated(8, 118.0, whole=True)  # the last cut's validation, before the survivor's timing began
+    assert pace.unit_seconds(9, 70.0, now=1_000.0) == 70.0  # the first unit seen: its compiled steps' time
+    assert pace.full_seconds() == 118.0
+    # Units 10-13 end at 1060, 1120, 1180, 1240; 13 validates the whole split in 50 s; 14 ends at 1350.
+    assert pace.unit_seconds(13, 58.0, now=1_240.0) == 60.0
+    pace.validated(13, 50.0, whole=True)
+    assert pace.unit_seconds(14, 58.0, now=1_350.0) == 60.0  # saving and reporting count, validating does not
+    assert pace.full_seconds() == 84.0
+    pace.validated(14, 4.0, whole=False)  # a subset's validation: not a whole split's, but not a unit's time either
+    assert pace.unit_seconds(15, 58.0, now=1_414.0) == 60.0 and pace.full_seconds() == 84.0
+
+
+def _survive(trial: HalvingTrial, first_unit_s: float, unit_s: float, full_s: float, now: float, replan_every_unit: bool):
+    """A survivor's units from its first past the cut: the first taking first_unit_s, the rest unit_s, each
+    whole-split validation full_s; re-planned once (at the first) or after every unit. When it ends, and at what unit."""
+    pace, epoch = SurvivorPace(), trial.replans_at
+    now += first_unit_s
+    while True:
+        if replan_every_unit or epoch == trial.replans_at:
+            trial = trial.survivor(epoch, pace.unit_seconds(epoch, first_unit_s if epoch == trial.replans_at else unit_s,
+                                                            now), now, pace.full_seconds())
+        if trial.validate_on(epoch, 100).images:
+            now += full_s
+            pace.validated(epoch, full_s, whole=True)
+        if epoch >= trial.total_units:
+            return now, epoch
+        epoch, now = epoch + 1, now + unit_s
+
+
+def test_a_survivor_re_planned_after_every_unit_ends_close_to_the_deadline():
+    """The 60-minute real search's survivors: timed on the unit after their restart at the cut (90 s; the
+    units after it took 60), planned once they ended 5-6 minutes early. Re-planned after every unit from
+    their pace so far, they end within a unit of the deadline, and never after it."""
+    deadline = 1_000.0 + 1_600.0
+    trial = HalvingTrial(tuple(range(16)), subset_until=7, full_every=6, total_units=23, deadline=deadline,
+                         full_seconds=60.0, cut_units=8)
+    once, once_units = _survive(trial, 90.0, 60.0, 50.0, 1_000.0, replan_every_unit=False)
+    paced, paced_units = _survive(trial, 90.0, 60.0, 50.0, 1_000.0, replan_every_unit=True)
+    assert deadline - once > 4 * 60.0  # four units and more left unused
+    assert 0.0 <= deadline - paced < 60.0 + 50.0 and paced_units >= once_units + 4

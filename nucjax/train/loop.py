@@ -73,6 +73,7 @@ class EpochResult:
     stopped_early: bool = False
     pipeline: str = ""  # where batches came from: 'resident (N MB)' or 'streaming'
     validated_images: int = 0  # how many validation images scored it (a search's early rungs score a subset)
+    validation_seconds: float = 0.0  # of `seconds`, validating and calibrating
 
 
 #: A schedule as the optimizer's state holds it (a number the compiled step reads).
@@ -489,6 +490,7 @@ def train_and_evaluate(
             stopped_early=stopped_early,
             pipeline=batches.description,
             validated_images=len(chosen),
+            validation_seconds=last_val_seconds,
         )
         results.append(result)
         if on_epoch is not None:
