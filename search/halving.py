@@ -306,7 +306,7 @@ class SurvivorPace:
     def unit_seconds(self, done: int, steps_seconds: float, now: float) -> float:
         """Seconds a unit takes, at `now`, when `done` units have trained (the last, once compiled, in steps_seconds)."""
         if self.since is None or done <= self.since[0]:
-            self.since = (done, now)
+            self.since, self.validating = (done, now), 0.0
             return steps_seconds
         first, then = self.since
         return max(now - then - self.validating, 0.0) / (done - first) or steps_seconds
