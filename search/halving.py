@@ -9,9 +9,9 @@ their checkpoints, to eta times as many units. The last cut waits until
 the learning curves have settled (settle_units) and ranks its finalists on
 the whole validation split. The slots survivors then train until the
 deadline, with a learning-rate schedule planned for the units they will get
-(planned again after every unit past the cut, from their pace so far
-and the time left), and score the whole split every few units (full_every) and at their
-end. The configurations that are pruned take at most PRUNED_SHARE of the
+(planned again after every unit past the cut, from their pace so far and
+the time left), and score the whole split every few units (full_every) and
+at their end. The configurations that are pruned take at most PRUNED_SHARE of the
 budget. Pure functions on numbers: search.scheduler applies a plan to Ray
 Tune's trials.
 """
