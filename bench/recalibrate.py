@@ -41,7 +41,7 @@ def main() -> None:
     from nucjax.postprocess import PostprocessConfig, calibrate
     from nucjax.segmenter import Segmenter, calibrate_segmenter, labelled_maps, labelled_scores
     from nucjax.train.checkpoints import read_checkpoint
-    from nucjax.train.loop import mean_by
+    from nucjax.metrics import mean_by
 
     samples = load_data(args.data, labelled=True).samples
     for epoch in args.epochs:

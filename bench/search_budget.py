@@ -1,12 +1,16 @@
-"""Benchmark: the same time budget spent three ways, one after the other on
+"""Benchmark: the same time budget spent four ways, one after the other on
 this machine: the search with ASHA (--scheduler asha), the search with
-successive halving (--scheduler halving), and a default nucjax.train.
-For each: the best checkpoint's validation (group split) by kind and
-group and its score on the searches' held-back test images (both through
-nucjax.predict, what a user gets), the configurations tried, and the
-share of trial core-seconds spent on the configuration that won.
+successive halving (--scheduler halving), both with --folds 0; the
+default search (halving, then its winner refit on 5 group folds: 'folds');
+and a default nucjax.train. For each: the best checkpoint's validation
+(group split) by kind and group and its score on the searches' held-back
+test images (both through nucjax.predict, what a user gets), the
+configurations tried, and the share of trial core-seconds spent on the
+configuration that won. For 'folds' also: the out-of-fold score, and
+every fold model and the fold ensemble on the held-back test images
+(ensemble.predict --compare).
 
-    python bench/search_budget.py --minutes 60 [--data ../shared/data/dsb2018/stage1_train] [--out DIR] [--runs asha,halving,train] [--seed S]
+    python bench/search_budget.py --minutes 60 [--data ../shared/data/dsb2018/stage1_train] [--out DIR] [--runs asha,halving,folds,train] [--seed S]
 
 The training run holds back the searches' test share too (same seed and
 split), so all three are scored on the same unseen images.
@@ -50,7 +54,7 @@ def predicted(checkpoint: str, data: Path, split: str) -> dict:
     return found
 
 
-RUNS = ("asha", "halving", "train")
+RUNS = ("asha", "halving", "folds", "train")
 
 
 def search_row(storage: Path) -> tuple[str, int, float]:
@@ -83,9 +87,12 @@ def main() -> None:
         if name == "train":
             run(["nucjax.train", "--data", str(args.data), "--time-budget", minutes, "--test-fraction", "0.1",
                  "--seed", str(args.seed), "--out", str(folder)])
+        elif name == "folds":
+            run(["search.run", "--space", "extended", "--data", str(args.data), "--time-budget", minutes,
+                 "--seed", str(args.seed), "--storage", str(folder)])
         else:
             run(["search.run", "--space", "extended", "--data", str(args.data), "--time-budget", minutes,
-                 "--scheduler", name, "--seed", str(args.seed), "--storage", str(folder)])
+                 "--scheduler", name, "--folds", "0", "--seed", str(args.seed), "--storage", str(folder)])
     rows = []
     for name in RUNS:
         folder = out / name
@@ -101,6 +108,25 @@ def main() -> None:
         val, test = predicted(checkpoint, args.data, "val"), predicted(checkpoint, args.data, "test")
         print(f"| {name} | {configurations} | {100 * share:.0f}% | {val.get('Kaggle score')} | {test.get('Kaggle score')} "
               f"| {val.get('by kind')} | {val.get('by group')} |")
+    if (out / "folds" / "folds.csv").exists():
+        print_folds(out / "folds")
+
+
+def print_folds(storage: Path) -> None:
+    """The refit: its out-of-fold score, and ensemble.predict --compare's table
+    (each fold model and each combination) on the held-back test images."""
+    import json
+
+    record = json.loads((storage / "experiment.json").read_text())["search"]["folds"]
+    oof = record["oof"]
+    print(f"\nrefit: {record['folds']} folds, {record['seconds'] / 60:.1f} minutes (each fold trained "
+          f"{record['seconds_per_fold'] / 60:.1f}); out-of-fold {oof['score']:.4f} over {oof['images']} images, by kind "
+          + ", ".join(f"{k} {v:.4f}" for k, v in oof["by_kind"].items())
+          + "; by fold " + ", ".join(f"{f['fold']}: {f['score']:.4f} ({f['images']})" for f in oof["folds"])
+          + f"; pooled with the ensemble's one calibration {record['ensemble']['score']:.4f}")
+    compared = run(["ensemble.predict", "--experiment", str(storage), "--compare", "--out", str(storage / "test_submission.csv")])
+    print("held-back test images, ensemble.predict --compare:")
+    print("\n".join(line for line in compared.splitlines() if line.startswith(("  ", "by kind", "Kaggle score"))))
 
 
 if __name__ == "__main__":

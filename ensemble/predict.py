@@ -1,7 +1,10 @@
 """python -m ensemble.predict: combine several checkpoints into one Kaggle submission.
 
-Members: the --top-k best trials of a search experiment (default), every
-epoch a trial kept (--epochs-of TRIAL), or --checkpoints. Each predicts in
+Members: a search experiment's fold models when it was refit on folds
+(search.run --folds; the default then), the --top-k best trials of a search
+experiment (the default otherwise), every epoch a trial kept (--epochs-of
+TRIAL), or --checkpoints. Fold models are all members, post-processed as
+calibrated on their pooled out-of-fold maps. Each predicts in
 its own input mode, size and nucleus scale. The maps are combined
 (--combine): intersect (a nucleus where every member, or --quorum of them,
 says so: the reference report's proposal), vote (a majority) or mean. The
@@ -25,7 +28,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from nucjax.cli import add_prediction_arguments, checked_backend, checked_scale, data_command_parser, fail
+from nucjax.cli import add_prediction_arguments, checked_backend, checked_scale, checked_scales, data_command_parser, fail
 
 
 def parse_args(argv=None):
@@ -35,7 +38,8 @@ def parse_args(argv=None):
                                  data_help="folder of images to predict (default: the test images the experiment held back)")
     members = parser.add_argument_group("members")
     members.add_argument("--experiment", type=Path, help="a search experiment folder (default: the latest under ./runs)")
-    members.add_argument("--top-k", type=int, default=3, help="best trials of the experiment (default: %(default)s)")
+    members.add_argument("--top-k", type=int,
+                         help="best trials of the experiment instead of its fold models (default: 3 when it has no folds)")
     members.add_argument("--epochs-of", metavar="TRIAL", help="instead, every checkpoint one trial kept ('best': the best trial's)")
     members.add_argument("--checkpoints", type=Path, nargs="+", metavar="DIR",
                          help="instead, these checkpoint folders (or training run folders: their best checkpoint)")
@@ -55,8 +59,9 @@ def parse_args(argv=None):
     add_prediction_arguments(parser)
     args = parser.parse_args(argv)
     args.scale = checked_scale(parser, args.scale)
+    args.scales = checked_scales(parser, args.scales)
     checked_backend(parser, args.backend)
-    if args.top_k < 1:
+    if args.top_k is not None and args.top_k < 1:
         parser.error("--top-k must be at least 1")
     if args.quorum is not None and args.combine != "intersect" and not args.compare:
         parser.error("--quorum goes with --combine intersect")
@@ -93,7 +98,9 @@ def run(args) -> None:
     experiment = None
     if args.experiment or not args.checkpoints:
         experiment = read_experiment(args.experiment or latest_experiment(Path("runs")))
-    models = [load_model(p, args.backend) for p in candidate_checkpoints(experiment, args.top_k, args.epochs_of, args.checkpoints)]
+    if experiment is not None and experiment.folds and args.top_k is None and not (args.epochs_of or args.checkpoints):
+        return run_folds(args, experiment)
+    models = [load_model(p, args.backend) for p in candidate_checkpoints(experiment, args.top_k or 3, args.epochs_of, args.checkpoints)]
     if args.quorum is not None and args.quorum > len(models):
         raise ExperimentError(f"--quorum {args.quorum} needs at least {args.quorum} members; there are {len(models)} candidates")
     print(f"{counted(len(models), 'candidate member')}: " + ", ".join(f"{m.name} ({m.score:.4f})" for m in models), file=sys.stderr)
@@ -106,7 +113,8 @@ def run(args) -> None:
             warn(str(entry))
         if not calibration:
             warn("no labelled validation images to re-calibrate on; using the best member's settings")
-    candidates, plans, log = ensemble_plans(models, calibration, args.ensemble, {"scale": args.scale, "tta": args.tta, "scale_by": args.scale_by},
+    candidates, plans, log = ensemble_plans(models, calibration, args.ensemble, {"scale": args.scale, "tta": args.tta, "scale_by": args.scale_by,
+                                                                            "scales": args.scales},
                                             lambda items, description: progress(items, len(items), description))
     if log:
         print("greedy selection on validation:\n  " + "\n  ".join(log), file=sys.stderr)
@@ -124,6 +132,45 @@ def run(args) -> None:
         print(f"predicting the {len(sources)} test images the search held back", file=sys.stderr)
     compared = experiment.folder if experiment is not None and args.checkpoints is None else None
     compare = (lambda scores: write_comparison(args.out, models, plans, scores, compared)) if args.compare else None
+    predict_folder(plans_segment(planned_for(candidates, sources), plans, args.compare), sources, args, report=compare)
+
+
+def run_folds(args, experiment) -> None:
+    """The fold models of a refit, as one ensemble: post-processing calibrated
+    on their pooled out-of-fold maps (the refit's, or made again here when the
+    scale or TTA differ from what it calibrated with), then predicted as run() does."""
+    from dataclasses import replace
+
+    from ensemble.images import experiment_data, prediction_sources
+    from ensemble.report import counted, describe, write_comparison
+    from ensemble.selection import fold_plans, plans_segment
+    from nucjax.cli import cache_root, checked_sources, planned_for, predict_folder, progress
+    from nucjax.data import load_dataset
+    from nucjax.folds import fold_ensemble
+    from nucjax.postprocess import PostprocessConfig
+    from nucjax.segmenter import load_model
+
+    models = [load_model(p, args.backend) for p in experiment.fold_checkpoints()]
+    print(f"{counted(len(models), 'fold model')}: " + ", ".join(f"{m.name} ({m.score:.4f})" for m in models), file=sys.stderr)
+    options = {"scale": args.scale, "tta": args.tta, "scale_by": args.scale_by, "scales": args.scales}
+    stored = (experiment.folds.get("ensemble") or {}).get("postprocess")
+    if stored and not args.tta and args.scale == "model" and args.scale_by == "acquisition" and args.scales == (1.0,):
+        postprocess = PostprocessConfig(**stored)
+    elif args.no_calibrate:
+        postprocess = None
+    else:
+        samples = load_dataset(experiment_data(experiment, cache_root()), labelled=True, strict=args.strict).samples
+        found = fold_ensemble(models, samples, options, lambda items, description: progress(items, len(items), description))
+        print(f"pooled out-of-fold calibration over {len(found.image_ids)} images: {found.score:.4f}", file=sys.stderr)
+        postprocess = found.postprocess
+    candidates, plans = fold_plans(models, postprocess, replace(args.ensemble, select="all"), options)
+    print(f"fold ensemble, {args.combine}{' with TTA' if args.tta else ''}, {describe(candidates.postprocess)}", file=sys.stderr)
+    chosen = plans[0].segmenter
+    experiment.write_ensemble([m.path for m in chosen.models], chosen.combine, chosen.quorum, asdict(chosen.postprocess))
+    sources = checked_sources(*prediction_sources(args.data, experiment, cache_root()), args.strict)
+    if args.data is None:
+        print(f"predicting the {len(sources)} test images the search held back", file=sys.stderr)
+    compare = (lambda scores: write_comparison(args.out, models, plans, scores, experiment.folder)) if args.compare else None
     predict_folder(plans_segment(planned_for(candidates, sources), plans, args.compare), sources, args, report=compare)
 
 

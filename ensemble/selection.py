@@ -123,6 +123,17 @@ def uncalibrated_plans(candidates: Segmenter, config: EnsembleConfig) -> list[Pl
     return [_plan(candidates, method, everyone, config, candidates.postprocess) for method in methods]
 
 
+def fold_plans(models, postprocess, config: EnsembleConfig, options: dict) -> tuple[Segmenter, list[Plan]]:
+    """(every fold model as one Segmenter, the plans): a refit's fold models,
+    all of them members (each saw a different share of the images, so none
+    is chosen over another on images some of them trained on), post-processed
+    as calibrated on their pooled out-of-fold maps (nucjax.folds)."""
+    from nucjax.segmenter import Segmenter
+
+    candidates = Segmenter.of(models, postprocess, ensemble=True, combine=config.combine, quorum=config.quorum, **options)
+    return candidates, uncalibrated_plans(candidates, config)
+
+
 def plans_segment(candidates: Segmenter, plans: list[Plan], every_member: bool = False):
     """A segment function for nucjax.segmenter.segment_folder: each image's
     {plan name: labels}, the first plan's submitted; with every_member, also

@@ -158,6 +158,10 @@ def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
                                  "(default): the median of its experiment's images in this folder (grouped by kind, "
                                  "size and look), so that one image's misjudged first pass cannot flip it; image: its own")
     predicting.add_argument("--tta", action="store_true", help="average the maps over the 8 flips and rotations (8x slower)")
+    predicting.add_argument("--scales", default="1", metavar="F,F,...",
+                            help="multi-scale test-time augmentation: also predict at these factors of each image's "
+                                 "scale (e.g. 0.75,1,1.5) and keep, pixel by pixel, the median of the maps: nucleus "
+                                 "where most scales agree (default: %(default)s, off)")
     predicting.add_argument("--backend", choices=("jax", "onnx"), default="jax",
                             help="what runs the networks: jax (default), or onnx: ONNX Runtime on the graph nucjax.export "
                                  "writes (needs the export extra); scale, tiling and post-processing are shared. "
@@ -179,6 +183,15 @@ def planned_for(segmenter, sources):
     from nucjax.segmenter import folder_images
 
     return segmenter.planned(progress(folder_images(sources), len(sources), "sizing nuclei"))
+
+
+def checked_scales(parser: argparse.ArgumentParser, value: str) -> tuple[float, ...]:
+    from nucjax.segmenter import parse_scales
+
+    try:
+        return parse_scales(value)
+    except ValueError as err:
+        parser.error(f"--scales: {err}")
 
 
 def checked_scale(parser: argparse.ArgumentParser, value: str):

@@ -49,6 +49,10 @@ class TrainConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.0  # held back from training and validation (a search's test images)
     split: str = "group"  # 'group' holds out whole experiments; 'stratified' samples every kind
+    # Group k-fold (folds >= 2): validate on fold `fold`'s acquisition groups, train on the
+    # others' (nucjax.data.split.fold_split); 0: the split above.
+    folds: int = 0
+    fold: int = 0
     max_to_keep: int = 2  # latest checkpoints kept, besides the best
     divergence_factor: float = 20.0  # a loss this many times its minimum has diverged
     pipeline: str = "auto"  # see PIPELINES
@@ -83,6 +87,10 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.folds == 1 or self.folds < 0 or not 0 <= self.fold < max(self.folds, 1):
+            raise ValueError(f"folds must be 0 (no k-fold) or at least 2, and fold in [0, folds); got fold {self.fold} of {self.folds}")
+        if self.folds and self.split != "group":
+            raise ValueError(f"k-fold holds out acquisition groups: it needs split 'group', not '{self.split}'")
         if not self.learning_rate > 0:
             raise ValueError(f"learning rate must be positive, got {self.learning_rate}")
 
@@ -93,7 +101,8 @@ class TrainConfig:
     def split_samples(self, samples) -> tuple[list, list, list]:
         """(train, val, test) samples as this run split them: the one place
         training, nucjax.predict --split and ensemble calibration make it."""
-        return split_samples(samples, self.val_fraction, self.test_fraction, seed=self.seed, method=self.split)
+        return split_samples(samples, self.val_fraction, self.test_fraction, seed=self.seed, method=self.split,
+                             folds=self.folds, fold=self.fold)
 
 
 @dataclass(frozen=True)
@@ -208,11 +217,7 @@ def flat_keys() -> dict[str, tuple[str, str]]:
 
 def default_params() -> dict:
     """The flat defaults: ExperimentConfig()'s, as from_params reads them."""
-    config = ExperimentConfig()
-    params = {key: getattr(getattr(config, section), name) for key, (section, name) in flat_keys().items()}
-    params["border"] = config.inputs.border
-    params["border_weight"] = config.train.channel_weights[1]
-    return params
+    return to_params(ExperimentConfig())
 
 
 def check_params(params) -> None:
@@ -245,3 +250,14 @@ def from_params(params: dict) -> ExperimentConfig:
     if "border_weight" in params:
         sections.setdefault("train", {})["channel_weights"] = (1.0, float(params["border_weight"]))
     return ExperimentConfig().replace(**sections)
+
+
+def to_params(config: ExperimentConfig) -> dict:
+    """The flat settings of a config, as from_params reads them back:
+    from_params(to_params(c)) == c, up to the calibrated thresholds per kind
+    (calibration's to set again). What a refit starts a trial from."""
+    params = {key: getattr(getattr(config, section), name) for key, (section, name) in flat_keys().items()}
+    params["border"] = config.inputs.border
+    if config.inputs.border:
+        params["border_weight"] = config.train.channel_weights[1]
+    return params

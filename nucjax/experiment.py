@@ -6,6 +6,7 @@ An experiment is a search's --storage folder:
     experiment.json   data, split, validation and held-back test ids, how the search ran
     results.csv       one row per trial, best first
     trial_<id>/       each trial's kept checkpoint_NNNNNN/ folders, Tune's logs and TensorBoard events
+    folds/            a group k-fold refit's trials (search.refit), folds.csv one row per fold
     ensemble.json     the ensemble ensemble.predict chose (when it ran)
     ensemble_compare.csv, .png   ensemble.predict --compare's table and plot
     report.html       the page search.report writes
@@ -27,6 +28,8 @@ from nucjax.data.synthetic import SyntheticConfig
 EXPERIMENT_FILE = "experiment.json"
 RESULTS_FILE = "results.csv"
 ENSEMBLE_FILE = "ensemble.json"
+#: Where a refit's fold trials live in the experiment, and its entry in the search record.
+FOLDS_FOLDER = "folds"
 #: ensemble.predict --compare's table and plot, kept in the experiment for its report.
 COMPARE_CSV, COMPARE_PNG = "ensemble_compare.csv", "ensemble_compare.png"
 #: results.csv's first columns; the trial's parameters follow.
@@ -107,6 +110,27 @@ class Experiment:
                 return next((k for k in kept if k.name == recorded), kept[-1])
         raise ExperimentError(f"{self.folder}: no trial's checkpoint is on disk")
 
+    def with_search(self, **entries) -> "Experiment":
+        """A copy whose search record has these entries too (write() stores it)."""
+        return replace(self, search={**self.search, **entries})
+
+    @property
+    def folds(self) -> dict | None:
+        """The refit's record (search.refit): folds, members, out-of-fold
+        score ('oof'), the fold ensemble's calibration; None without one."""
+        return self.search.get(FOLDS_FOLDER) or None
+
+    def fold_checkpoints(self) -> list[Path]:
+        """The fold models' chosen checkpoints, fold order; [] without a refit."""
+        record = self.folds
+        if not record:
+            return []
+        found = [self.folder / member for member in record.get("members", ())]
+        missing = [str(f) for f in found if not f.is_dir()]
+        if missing:
+            raise ExperimentError(f"{self.folder}: fold checkpoints missing: {', '.join(missing)}")
+        return found
+
     def write_ensemble(self, members: list[Path], combine: str, quorum: int | None, postprocess: dict) -> Path:
         path = self.folder / ENSEMBLE_FILE
         path.write_text(json.dumps({"members": [str(m) for m in members], "combine": combine, "quorum": quorum,
@@ -127,8 +151,11 @@ class Experiment:
 
     def _here(self, checkpoint: Path) -> Path:
         """A checkpoint path recorded elsewhere, found under this folder."""
-        moved = self.folder / checkpoint.parent.name / checkpoint.name
-        return moved if moved.is_dir() else checkpoint
+        for moved in (self.folder / checkpoint.parent.name / checkpoint.name,
+                      self.folder / FOLDS_FOLDER / checkpoint.parent.name / checkpoint.name):
+            if moved.is_dir():
+                return moved
+        return checkpoint
 
 
 def _validated_images(checkpoint: Path) -> int | None:

@@ -81,6 +81,11 @@ def image_score(truth: np.ndarray, pred: np.ndarray) -> ImageScore:
     return ImageScore(float(per_threshold.mean()), n_true, n_pred, tuple(int(x) for x in tp))
 
 
+def mean_by(scores, keys) -> dict[str, float]:
+    """{key: mean of the scores with that key}, keys sorted: scores by kind or by group."""
+    return {k: float(np.mean([s for s, kk in zip(scores, keys) if kk == k])) for k in sorted(set(keys))}
+
+
 def kaggle_score(truths, preds) -> float:
     """Mean of image_score over paired sequences of label images."""
     scores = [image_score(t, p).score for t, p in zip(truths, preds, strict=True)]

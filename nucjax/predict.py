@@ -15,7 +15,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from nucjax.cli import add_prediction_arguments, checked_backend, checked_scale, data_command_parser, fail
+from nucjax.cli import add_prediction_arguments, checked_backend, checked_scale, checked_scales, data_command_parser, fail
 
 
 def parse_args(argv=None):
@@ -31,6 +31,7 @@ def parse_args(argv=None):
     add_prediction_arguments(parser)
     args = parser.parse_args(argv)
     args.scale = checked_scale(parser, args.scale)
+    args.scales = checked_scales(parser, args.scales)
     checked_backend(parser, args.backend)
     return args
 
@@ -59,7 +60,8 @@ def main(argv=None) -> None:
     from nucjax.train.checkpoints import CheckpointError
 
     try:
-        segmenter = Segmenter.load(args.checkpoint, args.backend, scale=args.scale, tta=args.tta, scale_by=args.scale_by)
+        segmenter = Segmenter.load(args.checkpoint, args.backend, scale=args.scale, tta=args.tta, scale_by=args.scale_by,
+                                   scales=args.scales)
     except CheckpointError as err:
         fail(str(err))
     if args.postprocess != "default":

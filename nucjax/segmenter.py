@@ -84,6 +84,18 @@ def parse_scale(value) -> str | float:
     return factor
 
 
+def parse_scales(value) -> tuple[float, ...]:
+    """Multi-scale factors from a tuple or '0.75,1,1.5': positive numbers; ValueError otherwise."""
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        factors = tuple(float(v) for v in items)
+    except (TypeError, ValueError):
+        raise ValueError(f"scales must be positive numbers like 0.75,1,1.5, got '{value}'") from None
+    if not factors or not all(f > 0 and np.isfinite(f) for f in factors):
+        raise ValueError(f"scales must be positive numbers like 0.75,1,1.5, got '{value}'")
+    return factors
+
+
 @dataclass(frozen=True)
 class Model:
     """One trained U-Net: its config (with calibrated post-processing) and
@@ -207,6 +219,10 @@ class Segmenter:
     tta: bool = False
     ensemble: bool = False  # combine even one model's map (its post-processing was tuned on combined maps)
     scale_by: str = "acquisition"  # see SCALE_BY; takes effect through planned()
+    # Multi-scale test-time augmentation: each model also predicts at these factors of its
+    # scale; the maps, brought to the working size, are combined by their median, so a
+    # pixel is nucleus where most scales agree (the agreement filter). (1.0,): off.
+    scales: tuple[float, ...] = (1.0,)
     plan: dict | None = dataclasses.field(default=None, repr=False)  # {fingerprint: Sizing}, from planned()
 
     def __post_init__(self):
@@ -216,6 +232,7 @@ class Segmenter:
             raise ValueError(f"scale_by must be one of {', '.join(SCALE_BY)}, got '{self.scale_by}'")
         object.__setattr__(self, "models", tuple(self.models))
         object.__setattr__(self, "scale", parse_scale(self.scale))
+        object.__setattr__(self, "scales", parse_scales(self.scales))
 
     @classmethod
     def of(cls, models, postprocess: PostprocessConfig | None = None, **options) -> "Segmenter":
@@ -336,11 +353,14 @@ class Segmenter:
         maps = []
         for model in self.models:
             scale = working if model is first or mode != "auto" else snapped(scale_to(diameter, model.diameter))
-            if model is first and scale == 1.0 and first_pass is not None:
-                found = first_pass
-            else:
-                found = model.maps(inputs_of(model), scale, self.tta)
-            maps.append(found if found.shape[:2] == shape else resize_image(found, shape))
+            at_scales = []
+            for factor in self.scales:
+                if model is first and scale * factor == 1.0 and first_pass is not None:
+                    found = first_pass
+                else:
+                    found = model.maps(inputs_of(model), scale * factor, self.tta)
+                at_scales.append(found if found.shape[:2] == shape else resize_image(found, shape))
+            maps.append(at_scales[0] if len(at_scales) == 1 else np.median(np.stack(at_scales), axis=0).astype(np.float32))
         return working, maps
 
     def combined(self, maps: list[np.ndarray], models=None) -> np.ndarray:

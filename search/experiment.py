@@ -338,9 +338,16 @@ def write_score_plot(results, path: Path) -> None:
     plt.close(fig)
 
 
+def search_share(args) -> float:
+    """The share of --time-budget the search itself has: the rest is the refit's, when it has folds."""
+    from search.refit import REFIT_SHARE
+
+    return 1 - REFIT_SHARE if getattr(args, "folds", 0) else 1.0
+
+
 def remaining_s(args) -> float:
-    """Seconds left of --time-budget, counted from the command's start."""
-    return args.time_budget * 60 - (time.monotonic() - args.started)
+    """Seconds left of the search's share of --time-budget, counted from the command's start."""
+    return args.time_budget * 60 * search_share(args) - (time.monotonic() - args.started)
 
 
 def scheduler_name(args) -> str:
@@ -350,24 +357,49 @@ def scheduler_name(args) -> str:
     return "halving" if args.time_budget and args.space != "simple" else "asha"
 
 
-def run_search(args, storage: str, smoke: bool) -> str:
-    """Run (or resume) the search; returns the summary to print."""
+def run_search(args, storage: str, smoke: bool, data) -> str:
+    """Run (or resume) the search on data (load_split's), then its refit
+    when args.folds (search.refit); or, with args.refit, only the refit.
+    Returns the summary to print."""
     import ray
 
     from nucjax.cli import fail
     from search.halving import HALVING_FILE, PlanError, fates, plan_record, read_halving
+    from nucjax.config import ExperimentConfig, to_params
+    from search.refit import REFIT_SHARE, RefitError, fold_params, refit, target_params
     from search.spaces import search_space
 
     from nucjax.data.split import run_groups
 
-    root, train, val, test = load_split(args, smoke)
+    root, train, val, test = data
+    everything = [*train, *val, *test]
     # Once here, not in every trial: the groups validation reports by (and the subset covers).
     groups = run_groups(train, val)
     space = search_space(args.space, smoke, gpu=args.gpus_per_trial > 0)
     local = Path(storage) if "://" not in storage else None
     how = {"train_images": len(train), "time_budget_min": args.time_budget, "started_at": time.time() - (time.monotonic() - args.started), "grace_period": args.grace_period,
            "max_epochs": args.max_epochs or int(space.get("epochs", 1)), "cpus_per_trial": args.cpus_per_trial,
-           "gpus_per_trial": args.gpus_per_trial, "scheduler": scheduler_name(args)}
+           "gpus_per_trial": args.gpus_per_trial, "scheduler": scheduler_name(args), "folds_planned": args.folds,
+           "refit_share": REFIT_SHARE if args.folds and args.time_budget else None}
+
+    def refit_only(params: dict, source: str) -> str:
+        # No search: the refit is the experiment, and has the whole budget.
+        if local is None:
+            fail("a refit writes its experiment to a local --storage folder")
+        experiment = Experiment(local, root, args.space, SEARCH_SMOKE if smoke else None, args.split, args.val_fraction,
+                                args.test_fraction, args.seed, None, tuple(s.image_id for s in test),
+                                search={**how, "scheduler": "refit", "refit": source, "refit_share": 1.0 if args.time_budget else None})
+        experiment.write()
+        seconds = args.time_budget * 60 - (time.monotonic() - args.started) if args.time_budget else None
+        _, lines = refit(args, ray, experiment, everything, fold_params(params, args, args.folds), args.folds, seconds, source)
+        return f"experiment: {storage}\n{lines}"
+
+    if args.refit is not None:
+        try:
+            params = target_params(args.refit)
+        except RefitError as err:
+            fail(str(err))
+        return refit_only(params, str(args.refit))
     halving = None
     if args.resume and local is not None:
         recorded = read_experiment(local).search
@@ -381,7 +413,12 @@ def run_search(args, storage: str, smoke: bool) -> str:
         try:
             plan, trial, probed = plan_search(args, ray, train, val, space, time.monotonic() + remaining_s(args), groups)
         except PlanError as err:
-            fail(str(err))
+            if not (args.folds and args.scheduler == "auto"):
+                fail(str(err))
+            # Half the budget holds no halving plan (on two cores: under about 100 minutes): the refit is worth more
+            # than a search cut short, so it takes the whole budget, with the configuration nucjax.train would use.
+            print(f"{err}\nno search beside the refit: refitting nucjax.train's defaults on {args.folds} folds", flush=True)
+            return refit_only(to_params(ExperimentConfig()), "nucjax.train's defaults (the budget held no search beside the refit)")
         halving = plan, trial
         # Ray's start, the data and the probes: machine time no trial's result comes from (the caches they
         # fill, compiled programs and prepared examples, the trials do use).
@@ -400,13 +437,27 @@ def run_search(args, storage: str, smoke: bool) -> str:
     record = read_halving(local) if local is not None else None
     rows = trial_rows(results, fates(record) if record else None, args.cpus_per_trial)
     if local is None:
-        return _summary(rows, storage)
+        skipped = f"\nno refit: its folds are written to a local --storage folder (run --refit there)" if args.folds else ""
+        return _summary(rows, storage) + skipped
     experiment.write_results(rows, parameter_keys())
     write_score_plot(results, local / "scores.png")
+    folds = ""
+    winner = next((r for r in results if rows and _trial_id(r) == rows[0]["trial"]), None)
+    if args.folds and winner is not None and rows[0]["score"] == rows[0]["score"]:
+        from nucjax.train.checkpoints import read_checkpoint
+
+        seconds = args.time_budget * 60 - (time.monotonic() - args.started) if args.time_budget else None
+        # To the budget when there is one; else as long as the winner's chosen checkpoint trained.
+        steps = None if seconds else read_checkpoint(Path(rows[0]["checkpoint"])).step
+        params = fold_params(winner.config, args, args.folds, int(space.get("steps_per_epoch", 100)), steps)
+        _, folds = refit(args, ray, read_experiment(local), everything, params, args.folds, seconds,
+                         f"the search's winner {rows[0]['trial']}")
+        folds = "\n" + folds
     from search.report import write_report
 
     report = write_report(local)
-    return _summary(rows, storage) + f"\nreport: {report} (open it in a browser; tensorboard --logdir {storage})"
+    return (_summary(rows, storage) + f"\nreport: {report} (open it in a browser; tensorboard --logdir {storage})"
+            + folds)
 
 
 def _summary(rows: list[dict], storage: str) -> str:

@@ -209,8 +209,8 @@ def _file_uri(path: Path, mime: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def learning_curves(trials: list[Trial], rungs: list[int]) -> str | None:
-    """Score and loss against epoch, score against minutes, every trial; rungs dashed."""
+def learning_curves(trials: list[Trial], rungs: list[int], scheduler: str = "ASHA") -> str | None:
+    """Score and loss against epoch, score against minutes, every trial; the scheduler's rungs dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,7 +233,7 @@ def learning_curves(trials: list[Trial], rungs: list[int]) -> str | None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
         for rung in rungs:
             ax.axvline(rung, color="grey", linestyle="--", linewidth=0.8)
-        ax.set_xlabel("epoch" + (" (dashed: ASHA rungs)" if rungs else ""))
+        ax.set_xlabel("epoch" + (f" (dashed: {scheduler} rungs)" if rungs else ""))
     axes[0].set_ylabel("validation Kaggle score")
     axes[1].set_ylabel("training loss")
     axes[2].set_xlabel("minutes since the trial started")
@@ -446,6 +446,7 @@ def render(report: Report) -> str:
     """The page's HTML."""
     experiment, trials = report.experiment, report.trials
     search = getattr(experiment, "search", {}) or {}
+    folds = search.get("folds")
     halving = read_halving(report.folder)
     rungs = ([units for _, units in halving["plan"]["rungs"][:-1]] if halving
              else asha_rungs(search.get("grace_period"), search.get("max_epochs")))
@@ -470,6 +471,8 @@ def render(report: Report) -> str:
         ("split", f"{experiment.split}: {search.get('train_images', '?')} training, {val} validation, "
                   f"{len(experiment.test_ids)} held-back test images"),
         ("budget", f"{search['time_budget_min']:g} minutes" if search.get("time_budget_min") else "no time limit"),
+        *([("refit", f"{folds['folds']} group folds, {100 * folds['share']:.0f}% of the budget, "
+                     f"{folds['seconds'] / 60:.1f} minutes spent")] if folds and folds.get("share") else []),
         ("resources per trial", f"{search.get('cpus_per_trial', '?')} CPUs, {search.get('gpus_per_trial', 0)} GPUs"),
         ("trials", f"{len(trials)} ({sum(1 for t in trials if t.error)} errored)"),
     ]
@@ -502,6 +505,9 @@ def render(report: Report) -> str:
                      f"<code>python -m nucjax.predict --checkpoint {html.escape(str(report.folder / best.name))} --data DIR</code>"
                      f"<br>Curves in TensorBoard: <code>tensorboard --logdir {html.escape(str(report.folder))}</code></p>")
 
+    if folds:
+        parts.append("<h2 id='folds'>Group k-fold refit</h2>" + _folds_section(report.folder, folds))
+
     # Trials
     settings = varied_settings(trials)
     kinds = kinds_of(trials)
@@ -521,7 +527,7 @@ def render(report: Report) -> str:
                     else "<p>No trials yet.</p>"))
 
     # Curves
-    curves = learning_curves(trials, rungs)
+    curves = learning_curves(trials, rungs, "halving" if halving else "ASHA")
     parts.append("<h2 id='curves'>Learning curves</h2>"
                  + (f"<img class='plot' alt='learning curves' src='{curves}'>" if curves else "<p>No epoch reported yet.</p>"))
 
@@ -550,6 +556,23 @@ def render(report: Report) -> str:
     parts.append("<h2 id='ensemble'>Ensemble comparison</h2>" + _ensemble_section(report.folder))
     parts.append(f"<script>{SORT_SCRIPT}</script></body></html>")
     return "\n".join(parts)
+
+
+def _folds_section(folder: Path, record: dict) -> str:
+    """The refit's out-of-fold score (the experiment's headline), by kind, by fold and by group."""
+    if "oof" not in record:
+        return "<p class='status-errored'>No fold trained: see folds.csv.</p>"
+    oof = record["oof"]
+    out = (f"<p>{html.escape(record.get('source', ''))} trained once per fold; every image outside the held-back "
+           f"test set validated once, by the fold model that never saw its experiment. <b>Out-of-fold Kaggle score "
+           f"{oof['score']:.4f}</b> over {oof['images']} images"
+           + (f"; the fold ensemble's one calibration on the pooled maps scores {record['ensemble']['score']:.4f}"
+              if "ensemble" in record else "") + ".</p>")
+    out += _table([("image kind", False), ("out-of-fold score", True)], [[k, v] for k, v in oof["by_kind"].items()], css="")
+    out += _table([("fold", True), ("images", True), ("score", True)],
+                  [[f["fold"], f["images"], f["score"]] for f in oof["folds"]], css="")
+    out += _table([("acquisition group", False), ("out-of-fold score", True)], [[k, v] for k, v in oof["by_group"].items()], css="")
+    return out
 
 
 def _ensemble_section(folder: Path) -> str:

@@ -39,6 +39,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--gpus-per-trial", type=float, default=0.0,
                         help="fractions share a GPU; each trial's JAX then gets that share of its memory (default: %(default)s)")
     parser.add_argument("--time-budget", type=float, help="minutes for the whole search; trials still running then are stopped")
+    parser.add_argument("--folds", type=int,
+                        help="group k-fold refit: after the search, its winner is trained once per fold (every "
+                             "acquisition group validated once, all at once as trials), scored out of fold, and the "
+                             "fold models become the experiment's ensemble; 0: no refit (default: 5 with --time-budget, "
+                             "which the refit then shares, else 0)")
+    parser.add_argument("--refit", type=Path, metavar="CONFIG_OR_TRIAL",
+                        help="no search: refit this on --folds folds (a search trial's folder, a checkpoint, a "
+                             "training run, or a JSON config)")
     parser.add_argument("--scheduler", choices=("auto", "halving", "asha"), default="auto",
                         help="halving: successive halving planned from --time-budget (a probe trial times a unit of "
                              "training; many configurations start, the best continue from their checkpoints, the "
@@ -90,6 +98,18 @@ def check_args(args) -> None:
         fail("the simple space trains nothing to halve; use --scheduler asha")
     if args.rung_steps is not None and args.rung_steps < 1:
         fail("--rung-steps must be at least 1")
+    if args.folds is not None and (args.folds == 1 or args.folds < 0):
+        fail(f"--folds {args.folds}: k-fold needs at least 2 folds (0: no refit)")
+    if args.refit is not None and not args.refit.exists():
+        fail(f"--refit {args.refit}: no such trial, checkpoint, run or config file")
+    if args.refit is not None and args.folds == 0:
+        fail("--refit trains on folds: give --folds K (2 or more), or leave it out for 5")
+    if args.refit is not None and args.resume:
+        fail("--refit starts a new experiment; --resume continues a search")
+    if (args.folds or args.refit) and args.split != "group":
+        fail("--folds holds out acquisition groups: it needs --split group")
+    if args.folds and args.space == "simple":
+        fail("the simple space trains nothing to refit; use --folds 0")
     if args.resume and not args.storage:
         fail("--resume needs --storage, the folder of the interrupted experiment")
     if args.storage and "://" not in args.storage:
@@ -118,18 +138,45 @@ def check_resources(args, ray) -> None:
              f"(the cluster has {total.get('CPU', 0):g} CPUs and {total.get('GPU', 0):g} GPUs); lower the request")
 
 
+def resolve_folds(args) -> int:
+    """--folds as given, else DEFAULT_FOLDS with a time budget or a refit target, else 0."""
+    from search.refit import DEFAULT_FOLDS
+
+    if args.folds is not None:
+        return args.folds
+    return DEFAULT_FOLDS if (args.time_budget or args.refit is not None) and args.space != "simple" else 0
+
+
+def check_folds(args, samples) -> None:
+    """Refuse more folds than the acquisition groups outside the test images can fill."""
+    from nucjax.cli import fail
+    from nucjax.data import split_samples
+
+    try:
+        split_samples(samples, args.val_fraction, args.test_fraction, args.seed, "group", args.folds, 0)
+    except ValueError as err:
+        fail(f"--folds {args.folds}: {err}")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     args.started = time.monotonic()  # the time budget counts from here
     check_args(args)
+    args.folds = resolve_folds(args)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    from search.experiment import load_split
+
+    smoke = args.data is None
+    # The data, and whether it has groups for the folds, before Ray starts: bad input starts nothing.
+    data = load_split(args, smoke)
+    if args.folds:
+        check_folds(args, [s for part in data[1:] for s in part])
     # Ray starts before anything imports JAX.
     import ray
 
     from search.experiment import run_search
 
-    smoke = args.data is None
     storage = args.storage or str(Path("runs").absolute() / f"{args.space}-{time.strftime('%Y%m%d-%H%M%S')}")
     started = ray.is_initialized()
     if not started:
@@ -137,7 +184,7 @@ def main(argv=None) -> None:
                  log_to_driver=args.verbose > 1, configure_logging=True)
     try:
         check_resources(args, ray)
-        summary = run_search(args, storage, smoke)
+        summary = run_search(args, storage, smoke, data)
     finally:
         if not started:
             ray.shutdown()

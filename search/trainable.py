@@ -73,11 +73,13 @@ def score_simple(params: dict, val) -> dict:
 
 
 def run_trial(params: dict, train=None, val=None, environment: dict | None = None, halving=None, groups: dict | None = None,
-              example_cache: str | None = None) -> None:
+              example_cache: str | None = None, samples=None, budget_s: float | None = None) -> None:
     """The trainable: train (or score) one trial, reporting every epoch it validates to Tune.
     halving (search.halving.HalvingTrial): which units are validated on what, and the deadline.
     groups: the acquisition group of every image id; example_cache: where prepared training
-    examples are kept between trials and restarts."""
+    examples are kept between trials and restarts. samples: instead of train and val, every
+    labelled image, split as the trial's config says (a fold of a refit: search.refit);
+    budget_s: seconds the trial trains, its epochs fitted to them."""
     os.environ.update(environment or {})
     import ray
     from ray import tune
@@ -96,6 +98,12 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
 
     device = jax.devices()[0]
     config = experiment_config(params, None if device.platform == "cpu" else device_memory_bytes(device))
+    if samples is not None:
+        # A fold: its own split of every image, grouped as nucjax.predict --split val groups it.
+        from nucjax.data import run_groups
+
+        train, val, _ = config.train.split_samples(samples)
+        groups = run_groups(train, val)
     # Scratch space: Tune keeps the reported checkpoints in the experiment.
     workdir = Path(tempfile.mkdtemp(prefix="nucjax-trial-"))
     film = workdir / "film"
@@ -143,10 +151,11 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
     try:
         validate_on = (lambda epoch: halving.validate_on(epoch, len(val))) if halving is not None else None
         # Stop, validate and report before the deadline rather than be cut mid-unit by Tune's.
-        budget = halving.deadline - time.time() if halving is not None and halving.deadline else None
+        budget = halving.deadline - time.time() if halving is not None and halving.deadline else budget_s
         train_and_evaluate(config, train, val, workdir, on_epoch=on_epoch, validate_on=validate_on, time_budget_s=budget,
+                           fit_epochs_to_budget=budget_s is not None and checkpoint is None,
                            groups=groups, example_cache=Path(example_cache) if example_cache else None,
-                           plan_epochs=plan_epochs)
+                           plan_epochs=plan_epochs if halving is not None else None)  # else the budget's own re-plan
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

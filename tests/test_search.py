@@ -110,7 +110,7 @@ def wait_for(condition, timeout: float, what: str, every: float = 0.5):
 
 def test_trials_run_on_both_nodes_and_checkpoint_to_shared_storage(cluster, tmp_path):
     storage = tmp_path / "runs" / "extended-test"  # where ensemble.predict looks by default
-    code, output = search(cluster, storage, "--space", "extended", "--samples", "2", "--max-epochs", "1")
+    code, output = search(cluster, storage, "--space", "extended", "--samples", "2", "--max-epochs", "1", "--folds", "2")
     assert code == 0, output
     rows = results(storage)
     assert len(rows) == 2 and all(float(r["score"]) >= 0 for r in rows)
@@ -129,8 +129,10 @@ def test_trials_run_on_both_nodes_and_checkpoint_to_shared_storage(cluster, tmp_
     assert predicted.returncode == 0, predicted.stderr
     assert predicted.stdout.strip().splitlines()[-1] == f"Kaggle score: {float(best['score']):.4f}"
 
-    # With no arguments, ensemble.predict takes this (the latest) experiment
-    # and predicts the test images the search held back.
+    check_folds(cluster, storage, data, output, tmp_path)
+
+    # With no arguments, ensemble.predict takes this (the latest) experiment, its fold
+    # models as the ensemble, and predicts the test images the search held back.
     done = subprocess.run([sys.executable, "-m", "ensemble.predict", "--compare"], cwd=tmp_path, env={**cluster["env"], "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -138,9 +140,42 @@ def test_trials_run_on_both_nodes_and_checkpoint_to_shared_storage(cluster, tmp_
 
     test_ids = json.loads((storage / "experiment.json").read_text())["test_ids"]
     assert test_ids and set(read_submission(tmp_path / "submission.csv")) == set(test_ids)
-    assert "2 candidate members" in done.stderr and done.stdout.strip().splitlines()[-1].startswith("Kaggle score: ")
+    assert "2 fold models" in done.stderr and done.stdout.strip().splitlines()[-1].startswith("Kaggle score: ")
+    assert "mean of 2 (all)" in done.stdout and "intersect of 2 (all)" in done.stdout
     check_report(cluster, storage, tmp_path)
     check_tensorboard(storage)
+
+
+def check_folds(cluster, storage: Path, data: str, output: str, cwd: Path) -> None:
+    """The winner refit on 2 folds: the fold trials ran side by side (one per node, at
+    once), every image outside the test set validated once, the out-of-fold score is
+    nucjax.predict --split val of each fold model pooled, and the fold models are the
+    experiment's ensemble."""
+    with open(storage / "folds.csv") as handle:
+        folds = list(csv.DictReader(handle))
+    assert [int(f["fold"]) for f in folds] == [0, 1] and not any(f["error"] for f in folds)
+    assert len({f["node"] for f in folds}) == 2
+    spans = []
+    for fold in folds:
+        rows = [json.loads(line) for line in (storage / "folds" / fold["trial"] / "result.json").read_text().splitlines() if line]
+        spans.append((rows[0]["timestamp"] - rows[0]["time_this_iter_s"], rows[-1]["timestamp"]))
+    assert max(start for start, _ in spans) < min(end for _, end in spans), spans  # they overlapped
+    record = json.loads((storage / "experiment.json").read_text())
+    oof = record["search"]["folds"]["oof"]
+    assert oof["images"] == sum(int(f["images"]) for f in folds) == 24 - len(record["test_ids"])
+    env = {**cluster["env"], "PYTHONPATH": str(ROOT)}
+    pooled = 0.0
+    for fold in folds:
+        done = subprocess.run([sys.executable, "-m", "nucjax.predict", "--checkpoint", fold["checkpoint"], "--data", data,
+                               "--split", "val", "--out", str(cwd / "fold.csv")], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert f"predicting {fold['images']} images" in done.stderr
+        assert done.stdout.strip().splitlines()[-1] == f"Kaggle score: {float(fold['score']):.4f}"
+        pooled += float(fold["score"]) * int(fold["images"])
+    assert oof["score"] == pytest.approx(pooled / oof["images"])
+    assert f"out-of-fold score: {oof['score']:.4f} over {oof['images']} images in 2 folds" in output
+    ensemble = json.loads((storage / "ensemble.json").read_text())
+    assert sorted(ensemble["members"]) == sorted(f["checkpoint"] for f in folds) and ensemble["combine"] == "mean"
 
 
 def check_report(cluster, storage: Path, cwd: Path) -> None:
@@ -168,7 +203,7 @@ def check_report(cluster, storage: Path, cwd: Path) -> None:
         assert browser.evaluate("document.querySelectorAll('table.sortable')[0].tBodies[0].rows.length") == 2
         assert browser.evaluate("document.images.length") >= 5  # curves, failures, film, comparison
         assert browser.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
-        for section in ("summary", "trials", "curves", "failures", "film", "ensemble"):
+        for section in ("summary", "folds", "trials", "curves", "failures", "film", "ensemble"):
             assert browser.evaluate(f"!!document.getElementById('{section}')")
         scores = "Array.from(document.querySelectorAll('table.sortable')[0].tBodies[0].rows).map(r => parseFloat(r.cells[3].dataset.value))"
         browser.evaluate("document.querySelectorAll('table.sortable')[0].tHead.rows[0].cells[3].click()")

@@ -5,6 +5,7 @@ test_search.py."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
         (["--data", "/nonexistent/folder"], "no such folder"),
         (["--storage", "/proc/nucjax-cannot-write"], "cannot write there"),
         (["--resume"], "no experiment to resume"),
+        (["--folds", "1"], "k-fold needs at least 2 folds"),
+        (["--refit", "/nonexistent/trial_1"], "--refit /nonexistent/trial_1: no such trial"),
+        (["--folds", "3", "--split", "stratified"], "needs --split group"),
+        # The synthetic set has 9 acquisition groups outside its test images.
+        (["--folds", "40"], "--folds 40: 40 folds but only 9 acquisition groups"),
     ],
 )
 def test_bad_input_is_refused_before_ray_starts(tmp_path, flags, message):
@@ -30,6 +36,38 @@ def test_bad_input_is_refused_before_ray_starts(tmp_path, flags, message):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2  # the error (after the synthetic set's one line, if made)
+    assert "ray" not in result.stderr.lower() and not (tmp_path / "exp" / "experiment.json").exists()
+
+
+def test_a_refit_target_gives_its_flat_settings(tmp_path, tiny_run):
+    """--refit takes a search trial's folder, a checkpoint or a run (trained as
+    long as that checkpoint), or a JSON file; anything else is named."""
+    from nucjax.config import ExperimentConfig, from_params
+    from nucjax.train.checkpoints import best_checkpoint
+    from search.refit import RefitError, target_params
+
+    trial = tmp_path / "trial_1"
+    trial.mkdir()
+    (trial / "params.json").write_text(json.dumps({"model": "standard", "base_filters": 8, "learning_rate": 0.001}))
+    assert target_params(trial) == {"model": "standard", "base_filters": 8, "learning_rate": 0.001}
+
+    best = best_checkpoint(tiny_run)
+    params = target_params(tiny_run)
+    assert from_params(params).model == best.config.model
+    assert params["epochs"] * params["steps_per_epoch"] >= best.step > (params["epochs"] - 1) * params["steps_per_epoch"]
+
+    whole = tmp_path / "config.json"
+    whole.write_text(ExperimentConfig().replace(model={"depth": 5}).to_json())
+    assert from_params(target_params(whole)).model.depth == 5
+    typo = tmp_path / "typo.json"
+    typo.write_text(json.dumps({"learning_rat": 0.1}))
+    with pytest.raises(RefitError, match="learning_rat"):
+        target_params(typo)
+    with pytest.raises(RefitError, match="no such"):
+        target_params(tmp_path / "missing")
+    with pytest.raises(RefitError, match="not a checkpoint|neither"):
+        target_params(tmp_path)
 
 
 def test_cluster_yaml_passes_rays_validator():

@@ -199,3 +199,29 @@ def test_each_image_is_post_processed_with_its_kinds_settings(tiny_run, tiny_sam
     for image, expected in ((sample.image, shared), (colour, dataclasses.replace(shared, threshold=0.9, seed_threshold=0.9))):
         assert np.array_equal(segmenter.labels(image, 1.0, maps, own), segmenter.labels(image, 1.0, maps, expected))
     assert segmenter.labels(colour, 1.0, maps, own).max() == 0
+
+
+def test_multi_scale_maps_are_the_median_of_each_scales_maps_at_the_working_size(tiny_run, tiny_samples):
+    """--scales: each factor's maps, brought to the working size, combined
+    pixel by pixel by their median (a pixel is nucleus where most agree);
+    one factor of 1 is prediction as before, and a bad factor is refused."""
+    from nucjax import Segmenter
+    from nucjax.scale import resize_image
+    from nucjax.segmenter import load_model, parse_scales
+
+    model = load_model(tiny_run)
+    image = tiny_samples[0].image
+    single = Segmenter.of([model], scale="native")
+    assert np.array_equal(single.member_maps(image)[1][0], single.replace(scales=(1.0,)).member_maps(image)[1][0])
+    working, (combined,) = single.replace(scales=(0.5, 1.0, 2.0)).member_maps(image)
+    assert working == 1.0 and combined.shape[:2] == image.shape[:2]
+    each = []
+    for factor in (0.5, 1.0, 2.0):
+        _, (maps,) = Segmenter.of([model], scale=factor).member_maps(image)
+        each.append(maps if maps.shape[:2] == image.shape[:2] else resize_image(maps, image.shape[:2]))
+    assert np.allclose(combined, np.median(np.stack(each), axis=0), atol=1e-6)
+    assert not np.allclose(each[0], each[2], atol=1e-3)  # the scales did see the image differently
+    assert parse_scales("0.75,1,1.5") == (0.75, 1.0, 1.5)
+    for bad in ("0,1", "a", ""):
+        with pytest.raises(ValueError, match="positive numbers"):
+            parse_scales(bad)

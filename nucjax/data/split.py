@@ -1,6 +1,7 @@
 """Image kinds, detected the reference report's way; acquisition groups
 (images of one experiment); and two fixed splits: stratified by kind, or
-by group, which holds out whole experiments.
+by group, which holds out whole experiments; and group k-fold, where every
+group is validated once (fold_split).
 
 A random or stratified split puts images of one experiment on both sides
 and so rewards memorising it; images from other experiments, as in the
@@ -188,14 +189,69 @@ def group_split(image_ids, kinds, groups, val_fraction: float = 0.15, test_fract
     return Split(*(tuple(sorted(parts[p])) for p in ("train", "val", "test")))
 
 
+def fold_assignment(image_ids, kinds, groups, folds: int, seed: int = 0) -> dict[str, int]:
+    """{group: fold} for k-fold cross-validation by group: every group in
+    exactly one of `folds` folds, balanced in images and in kinds.
+
+    Kinds are dealt largest first; within a kind, groups largest first
+    (ties by a hash of (seed, group)), each to the fold holding fewest
+    images of that kind, then fewest in all, then the first in an order
+    the seed rotates. ValueError when there are fewer groups than folds.
+    """
+    group_of = groups if isinstance(groups, dict) else dict(zip(image_ids, groups))
+    kind_of, size = {}, {}
+    for image_id, kind in zip(image_ids, kinds):
+        kind_of[group_of[image_id]] = kind
+        size[group_of[image_id]] = size.get(group_of[image_id], 0) + 1
+    if folds < 2:
+        raise ValueError(f"k-fold needs at least 2 folds, got {folds}")
+    if folds > len(size):
+        raise ValueError(f"{folds} folds but only {len(size)} acquisition groups to deal into them; use at most {len(size)}")
+    totals = [0] * folds
+    order = [(f + seed) % folds for f in range(folds)]
+    by_kind = sorted(set(kind_of.values()), key=lambda k: (-sum(size[g] for g in size if kind_of[g] == k), k))
+    assigned = {}
+    for kind in by_kind:
+        counts = [0] * folds
+        for group in sorted((g for g in size if kind_of[g] == kind), key=lambda g: (-size[g], _rank(g, seed))):
+            fold = min(range(folds), key=lambda f: (counts[f], totals[f], order.index(f)))
+            assigned[group] = fold
+            counts[fold] += size[group]
+            totals[fold] += size[group]
+    return assigned
+
+
+def fold_split(image_ids, kinds, groups, folds: int, fold: int, val_fraction: float = 0.15, test_fraction: float = 0.0,
+               seed: int = 0) -> Split:
+    """Fold `fold` of group k-fold: val is that fold's groups, train the
+    others'; test holds the same images group_split would hold back with
+    these fractions, so a search and its fold refit keep one test set."""
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold must be in [0, {folds}), got {fold}")
+    group_of = groups if isinstance(groups, dict) else dict(zip(image_ids, groups))
+    test = set(group_split(image_ids, kinds, group_of, val_fraction, test_fraction, seed).test) if test_fraction else set()
+    rest = [(i, k) for i, k in zip(image_ids, kinds) if i not in test]
+    assigned = fold_assignment([i for i, _ in rest], [k for _, k in rest], group_of, folds, seed)
+    parts = {"train": [], "val": []}
+    for image_id, _ in rest:
+        parts["val" if assigned[group_of[image_id]] == fold else "train"].append(image_id)
+    return Split(tuple(sorted(parts["train"])), tuple(sorted(parts["val"])), tuple(sorted(test)))
+
+
 def split_samples(samples, val_fraction: float = 0.15, test_fraction: float = 0.0, seed: int = 0,
-                  method: str = "stratified") -> tuple[list, list, list]:
+                  method: str = "stratified", folds: int = 0, fold: int = 0) -> tuple[list, list, list]:
     """(train, val, test) lists of samples (anything with .image_id and an
     RGB .image): method 'stratified' (stratified_split over image kinds) or
-    'group' (group_split over acquisition_groups)."""
+    'group' (group_split over acquisition_groups); with folds, fold `fold`
+    of group k-fold (fold_split; method must be 'group')."""
     samples = list(samples)
     ids, kinds = [s.image_id for s in samples], [image_kind(s.image) for s in samples]
-    if method == "group":
+    if folds and method != "group":
+        raise ValueError(f"k-fold holds out acquisition groups: it needs the group split, not '{method}'")
+    if folds:
+        groups = acquisition_groups(ids, [s.image for s in samples])
+        split = fold_split(ids, kinds, groups, folds, fold, val_fraction, test_fraction, seed)
+    elif method == "group":
         split = group_split(ids, kinds, acquisition_groups(ids, [s.image for s in samples]), val_fraction, test_fraction, seed)
     elif method == "stratified":
         split = stratified_split(ids, kinds, val_fraction, test_fraction, seed)

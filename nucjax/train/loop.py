@@ -23,6 +23,7 @@ from flax import nnx
 from nucjax.config import ExperimentConfig, TrainConfig, as_validation
 from nucjax.data import image_kind, run_groups
 from nucjax.inference import Predictor
+from nucjax.metrics import mean_by
 from nucjax.batches import (
     augmentation_values,
     batch_key,
@@ -240,10 +241,6 @@ def live_segmenter(forward, config: ExperimentConfig) -> Segmenter:
     return Segmenter.of([Model("training", None, config, float("nan"), forward)])
 
 
-def mean_by(scores, keys) -> dict:
-    return {k: float(np.mean([s for s, kk in zip(scores, keys) if kk == k])) for k in sorted(set(keys))}
-
-
 def evaluate(segmenter: Segmenter, val_samples, kinds, groups, config: ExperimentConfig, at_true_scale: bool = False):
     """Predict the validation images, calibrate post-processing on them, then
     score each on its own pixels: (metrics, config carrying the calibrated
@@ -260,6 +257,7 @@ def evaluate(segmenter: Segmenter, val_samples, kinds, groups, config: Experimen
                "scores_by_group": mean_by(scores, groups), "foreground": foreground,
                # Per image, for the noise-aware choices (metrics.paired_gain) and to see which scale each image got.
                "image_ids": [s.image_id for s in val_samples], "image_scores": scores,
+               "image_kinds": list(kinds), "image_groups": list(groups),  # what an out-of-fold score pools by
                "image_scales": [item.scale for item in labelled]}
     originals = [m if m.shape[:2] == s.image.shape[:2] else resize_image(m, s.image.shape[:2]) for m, s in zip(maps, val_samples)]
     return metrics, dataclasses.replace(config, postprocess=post), originals
