@@ -4,7 +4,7 @@ holds out whole experiments and under the stratified one.
 Each configuration trains the default U-Net for the same number of steps
 (not minutes: a busy machine must not change the result) and seed on the
 training part of a split, then scores the checkpoint the run chooses
-(nucjax.train.checkpoints.best_checkpoint) on that split's validation
+(nucjax.checkpoints.best_checkpoint) on that split's validation
 images, by kind and by acquisition group, with how the validation moved
 over the epochs (the last epoch, the spread of the last half). The
 configurations up to +average add one change at a time, each to the line
@@ -90,7 +90,7 @@ def main() -> None:
     from nucjax.config import from_params
     from nucjax.data import split_samples
     from nucjax.segmenter import Segmenter
-    from nucjax.train.checkpoints import best_checkpoint
+    from nucjax.checkpoints import best_checkpoint
     from nucjax.train.loop import train_and_evaluate
 
     samples = load_data(args.data, labelled=True).samples

@@ -42,7 +42,7 @@ def simulated_maps(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def model_maps(checkpoint: Path, samples) -> list[np.ndarray]:
     from nucjax.inference import Predictor, predict_image
     from nucjax.inputs import model_inputs
-    from nucjax.train.checkpoints import load_model
+    from nucjax.checkpoints import load_model
 
     model, info = load_model(checkpoint)
     forward = Predictor(model).bind(model)

@@ -40,7 +40,7 @@ def main() -> None:
     from nucjax.metrics import paired_gain
     from nucjax.postprocess import PostprocessConfig, calibrate
     from nucjax.segmenter import Segmenter, calibrate_segmenter, labelled_maps, labelled_scores
-    from nucjax.train.checkpoints import read_checkpoint
+    from nucjax.checkpoints import read_checkpoint
     from nucjax.metrics import mean_by
 
     samples = load_data(args.data, labelled=True).samples

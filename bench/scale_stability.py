@@ -55,7 +55,7 @@ def main() -> None:
     from nucjax.data.split import acquisition_groups, image_descriptor
     from nucjax.scale import acquisition_diameters, median_diameter, scale_to, snapped
     from nucjax.segmenter import SIZING, Segmenter
-    from nucjax.train.checkpoints import list_checkpoints
+    from nucjax.checkpoints import list_checkpoints
 
     checkpoints = [c for c in list_checkpoints(args.run) if args.epochs is None or c.epoch in args.epochs]
     if len(checkpoints) < 2:

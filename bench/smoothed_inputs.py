@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from nucjax import predict
-    from nucjax.train import checkpoints
+    from nucjax import checkpoints
 
     restore = checkpoints.load_model
     submission = Path(tempfile.mkdtemp()) / "submission.csv"  # predict writes one; only its scores matter here

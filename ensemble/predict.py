@@ -78,7 +78,7 @@ def main(argv=None) -> None:
     use_jax_environment()
     from nucjax.data import DataError
     from nucjax.experiment import ExperimentError
-    from nucjax.train.checkpoints import CheckpointError
+    from nucjax.checkpoints import CheckpointError
 
     try:
         run(args)

@@ -112,7 +112,7 @@ def main(argv=None) -> None:
         from nucjax.bioimage import PackageError, check_exportable, write_package
     except ImportError as err:
         fail(f"export needs the export extra ({err.name} is missing): pip install -e \".[export]\"")
-    from nucjax.train.checkpoints import CheckpointError, load_model
+    from nucjax.checkpoints import CheckpointError, load_model
 
     checkpoint, training_data = checkpoint_of(args.model, args.training_data)
     try:

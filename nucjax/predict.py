@@ -57,7 +57,7 @@ def main(argv=None) -> None:
 
     use_jax_environment()
     from nucjax.segmenter import Segmenter
-    from nucjax.train.checkpoints import CheckpointError
+    from nucjax.checkpoints import CheckpointError
 
     try:
         segmenter = Segmenter.load(args.checkpoint, args.backend, scale=args.scale, tta=args.tta, scale_by=args.scale_by,

@@ -151,7 +151,7 @@ def load_model(path: Path, backend: str = "jax") -> Model:
     the backend). CheckpointError when it cannot be used."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
-    from nucjax.train.checkpoints import CheckpointError, load_model as load_checkpoint
+    from nucjax.checkpoints import CheckpointError, load_model as load_checkpoint
 
     if is_package(path):
         from nucjax.bioimage import PackageError, package_forward, read_package

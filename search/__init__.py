@@ -1,2 +1,2 @@
 """Ray Tune search over U-Nets (python -m search.run): spaces.py (what varies), trainable.py (one trial),
-experiment.py (the Tuner and the experiment record), run.py (the command)."""
+tuner.py (the Tuner and the experiment record), refit.py (the group k-fold refit), run.py (the command)."""

@@ -47,7 +47,7 @@ def target_params(target: Path) -> dict:
     run (its stored config, trained for the steps of that checkpoint), or a
     JSON file of flat settings or of a whole config."""
     from nucjax.config import ExperimentConfig, check_params, to_params
-    from nucjax.train.checkpoints import CheckpointError, resolve_checkpoint
+    from nucjax.checkpoints import CheckpointError, resolve_checkpoint
 
     target = Path(target)
     if not target.exists():
@@ -95,7 +95,7 @@ def trial_share(args, ray, folds: int) -> tuple[float, float]:
     fold runs at once, whole slots where there are as many as folds (one per
     GPU, or per CPU slot), shares of them where there are fewer, so no fold
     waits for another and all end at the budget together."""
-    from search.experiment import slots
+    from search.tuner import slots
 
     per_slot = math.ceil(folds / slots(args, ray))
     return args.cpus_per_trial / per_slot, args.gpus_per_trial / per_slot
@@ -108,7 +108,7 @@ def run_refit(args, ray, storage: str, samples, params: dict, folds: int, second
     from ray import tune
     from ray.tune.logger import TBXLoggerCallback
 
-    from search.experiment import chosen_checkpoint, example_cache
+    from search.tuner import chosen_checkpoint, example_cache
     from search.trainable import run_trial, trial_environment
 
     cpus, gpus = trial_share(args, ray, folds)
@@ -163,10 +163,10 @@ def refit(args, ray, experiment: Experiment, samples, params: dict, folds: int, 
     ensemble calibrated and recorded. Returns the experiment with its
     record updated (and written) and the summary's lines."""
     from nucjax.folds import out_of_fold
-    from nucjax.train.checkpoints import read_checkpoint
+    from nucjax.checkpoints import read_checkpoint
     from search.trainable import trial_environment
 
-    from search.experiment import DEADLINE_MARGIN_S, TRIAL_START_S
+    from search.tuner import DEADLINE_MARGIN_S, TRIAL_START_S
 
     started = time.monotonic()
     # A fold trains what is left once its start, its last report and the ensemble's calibration are kept aside.

@@ -413,7 +413,7 @@ def gather(folder: Path, gallery: bool = True, running: bool = False, cache: Pat
 def _gallery(experiment, best: Trial, problems: list[str], cache: Path | None):
     from nucjax.data import DataError
     from nucjax.experiment import ExperimentError
-    from nucjax.train.checkpoints import CheckpointError
+    from nucjax.checkpoints import CheckpointError
 
     try:
         from ensemble.images import calibration_samples

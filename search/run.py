@@ -165,7 +165,7 @@ def main(argv=None) -> None:
     args.folds = resolve_folds(args)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    from search.experiment import load_split
+    from search.tuner import load_split
 
     smoke = args.data is None
     # The data, and whether it has groups for the folds, before Ray starts: bad input starts nothing.
@@ -175,7 +175,7 @@ def main(argv=None) -> None:
     # Ray starts before anything imports JAX.
     import ray
 
-    from search.experiment import run_search
+    from search.tuner import run_search
 
     storage = args.storage or str(Path("runs").absolute() / f"{args.space}-{time.strftime('%Y%m%d-%H%M%S')}")
     started = ray.is_initialized()

@@ -132,3 +132,21 @@ def test_help_is_instant_and_documents_bad_input(module):
     assert "usage" in result.stdout
     if module != "nucjax.score":
         assert "skipped with a warning" in result.stdout
+
+
+def test_no_library_module_outside_training_imports_it():
+    """Reading a checkpoint is not training: the public API and every stage
+    outside nucjax/train/ import nothing from it (nucjax.checkpoints sits below)."""
+    import ast
+    from pathlib import Path
+
+    library = Path(__file__).resolve().parents[1] / "nucjax"
+    offenders = []
+    for path in library.rglob("*.py"):
+        if path.parent.name == "train":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            offenders += [f"{path.relative_to(library)}: {n}" for n in names if n == "nucjax.train" or n.startswith("nucjax.train.")]
+    assert not offenders, offenders

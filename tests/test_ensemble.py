@@ -226,7 +226,7 @@ def resize_checkpoint(tmp_path_factory):
     """An (untrained) member of another input size and mode than tiny_run's 32 px crops."""
     from conftest import tiny_experiment
     from nucjax.models.unet import build_model
-    from nucjax.train.checkpoints import save_checkpoint
+    from nucjax.checkpoints import save_checkpoint
 
     config = tiny_experiment(inputs={"size": 64, "mode": "resize"})
     folder = tmp_path_factory.mktemp("resize") / "checkpoint"

@@ -57,7 +57,7 @@ def test_a_package_validates_and_passes_the_bioimageio_model_test(exported):
 def test_a_package_carries_the_checkpoint_config_and_loads_as_a_segmenter(exported, tiny_samples):
     from nucjax.bioimage import read_package
     from nucjax.segmenter import Segmenter
-    from nucjax.train.checkpoints import resolve_checkpoint
+    from nucjax.checkpoints import resolve_checkpoint
 
     run, package = exported
     info = resolve_checkpoint(run)

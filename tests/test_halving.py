@@ -144,12 +144,12 @@ def test_a_trial_scores_its_rungs_on_the_subset_and_as_a_survivor_the_whole_spli
 
 
 def test_a_trials_checkpoint_is_chosen_as_a_run_chooses_among_its_whole_split_ones(tiny_run):
-    """search.experiment.chosen_checkpoint: nucjax.train's noise rule over what the trial kept, leaving out
+    """search.tuner.chosen_checkpoint: nucjax.train's noise rule over what the trial kept, leaving out
     checkpoints scored on a subset (a halving search's pruning rungs)."""
     from types import SimpleNamespace
 
-    from nucjax.train.checkpoints import choose_checkpoint, list_checkpoints
-    from search.experiment import chosen_checkpoint
+    from nucjax.checkpoints import choose_checkpoint, list_checkpoints
+    from search.tuner import chosen_checkpoint
 
     found = list_checkpoints(tiny_run)
     whole = found[-1].metrics["images"]
@@ -171,7 +171,7 @@ def test_a_probe_times_steps_and_validations_apart_from_compilation(tiny_samples
     import jax
     import jax.numpy as jnp
 
-    from search.experiment import sampled_params
+    from search.tuner import sampled_params
     from search.spaces import search_space
     from search.trainable import compile_seconds, probe_trial
 

@@ -44,7 +44,7 @@ def test_a_refit_target_gives_its_flat_settings(tmp_path, tiny_run):
     """--refit takes a search trial's folder, a checkpoint or a run (trained as
     long as that checkpoint), or a JSON file; anything else is named."""
     from nucjax.config import ExperimentConfig, from_params
-    from nucjax.train.checkpoints import best_checkpoint
+    from nucjax.checkpoints import best_checkpoint
     from search.refit import RefitError, target_params
 
     trial = tmp_path / "trial_1"

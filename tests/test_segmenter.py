@@ -163,7 +163,7 @@ def test_experiment_records_round_trip_and_old_ones_still_read(tmp_path):
 def test_an_old_checkpoint_reads_as_it_trained(tiny_run, tmp_path):
     import shutil
 
-    from nucjax.train.checkpoints import read_checkpoint
+    from nucjax.checkpoints import read_checkpoint
 
     old = tmp_path / "old"
     shutil.copytree(tiny_run / "checkpoints" / "epoch_0002", old)

@@ -13,7 +13,7 @@ from nucjax.batches import batch_key, pack
 from nucjax.inputs import model_inputs, training_examples
 from nucjax.postprocess import CALIBRATION_GRID
 from nucjax.train import loop
-from nucjax.train.checkpoints import (
+from nucjax.checkpoints import (
     CheckpointError,
     best_checkpoint,
     latest_checkpoint,
@@ -277,14 +277,14 @@ def test_weight_decay_shrinks_the_kernels_only():
 
 def info_with(epoch, scores=None, score=None):
     """A checkpoint's record with per-image scores, or (older nucjax) only a mean."""
-    from nucjax.train.checkpoints import CheckpointInfo
+    from nucjax.checkpoints import CheckpointInfo
 
     metrics = {"score": float(np.mean(scores)), "image_scores": list(scores)} if scores is not None else {"score": score}
     return CheckpointInfo(Path(f"epoch_{epoch:04d}"), epoch, epoch * 10, metrics, tiny_experiment())
 
 
 def test_an_earlier_checkpoint_is_chosen_only_when_it_is_better_beyond_the_noise():
-    from nucjax.train.checkpoints import choose_checkpoint
+    from nucjax.checkpoints import choose_checkpoint
 
     rng = np.random.default_rng(0)
     base = rng.uniform(0.2, 0.8, 100)

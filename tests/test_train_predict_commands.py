@@ -10,7 +10,7 @@ from nucjax import predict
 from nucjax.data import load_dataset
 from nucjax.submission import decode_submission, read_submission
 from nucjax.train.__main__ import main as train_main
-from nucjax.train.checkpoints import list_checkpoints
+from nucjax.checkpoints import list_checkpoints
 
 
 def test_train_command_writes_checkpoints_and_a_film_frame_per_epoch(tiny_run, capsys):
@@ -96,7 +96,7 @@ def test_train_command_refuses_a_bad_config_before_loading_data(tmp_path, capsys
 
 def test_predict_the_validation_split_the_checkpoint_was_scored_on(tiny_run, tiny_root, tmp_path, capsys):
     from nucjax.data import split_samples
-    from nucjax.train.checkpoints import resolve_checkpoint
+    from nucjax.checkpoints import resolve_checkpoint
 
     out = tmp_path / "val.csv"
     predict.main(["--checkpoint", str(tiny_run), "--data", str(tiny_root), "--out", str(out), "--split", "val"])

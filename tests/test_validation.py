@@ -13,7 +13,7 @@ from nucjax.data import SyntheticConfig, generate, write_kaggle_sample
 from nucjax.data.kaggle import find_samples
 from nucjax.segmenter import Segmenter, folder_images, segment_folder
 from nucjax.train.__main__ import main as train_main
-from nucjax.train.checkpoints import list_checkpoints
+from nucjax.checkpoints import list_checkpoints
 
 #: Images large enough for the nucleus-scale pyramid (two levels), nuclei
 #: larger than the canonical diameter the run trains at, so prediction shrinks them.
@@ -63,7 +63,7 @@ def test_the_scale_decision_holds_under_a_small_change_of_the_weights(scaled_run
     from nucjax.inference import Predictor
     from nucjax.scale import median_diameter, scale_to, snapped
     from nucjax.segmenter import Model
-    from nucjax.train.checkpoints import load_model
+    from nucjax.checkpoints import load_model
 
     root, run = scaled_run
     info = list_checkpoints(run)[-1]

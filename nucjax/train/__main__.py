@@ -153,7 +153,7 @@ def main(argv=None) -> None:
     except ValueError as err:
         fail(f"bad configuration: {err}")
     from nucjax.postprocess import PostprocessConfig
-    from nucjax.train.checkpoints import best_checkpoint, latest_checkpoint
+    from nucjax.checkpoints import best_checkpoint, latest_checkpoint
     from nucjax.train.film import FILM_IMAGES, film_frame, write_film, write_frame
     from nucjax.train.loop import TrainingDiverged, train_and_evaluate
 

@@ -40,7 +40,7 @@ from nucjax.inputs import cached_training_examples, training_examples
 from nucjax.models.unet import build_model
 from nucjax.scale import median_diameter, resize_image
 from nucjax.segmenter import Model, Segmenter, Sizing, calibrate_segmenter, fingerprint, labelled_maps
-from nucjax.train.checkpoints import (
+from nucjax.checkpoints import (
     CheckpointInfo,
     latest_checkpoint,
     prune_checkpoints,

@@ -301,7 +301,7 @@ def chosen_checkpoint(result, whole: int | None):
     """The trial's checkpoint by nucjax.train's rule (choose_checkpoint: the
     latest, unless an earlier one scores better beyond the noise) among
     those it kept that scored `whole` validation images; None without any."""
-    from nucjax.train.checkpoints import CheckpointError, choose_checkpoint, read_checkpoint
+    from nucjax.checkpoints import CheckpointError, choose_checkpoint, read_checkpoint
 
     found = []
     for checkpoint, metrics in result.best_checkpoints or ():
@@ -444,7 +444,7 @@ def run_search(args, storage: str, smoke: bool, data) -> str:
     folds = ""
     winner = next((r for r in results if rows and _trial_id(r) == rows[0]["trial"]), None)
     if args.folds and winner is not None and rows[0]["score"] == rows[0]["score"]:
-        from nucjax.train.checkpoints import read_checkpoint
+        from nucjax.checkpoints import read_checkpoint
 
         seconds = args.time_budget * 60 - (time.monotonic() - args.started) if args.time_budget else None
         # To the budget when there is one; else as long as the winner's chosen checkpoint trained.
