@@ -180,18 +180,19 @@ def test_a_run_plans_its_epochs_again_from_its_own_pace():
     assert loop.epochs_at_pace(3, 100.0, 20.0, 110.0) == 3
 
 
-def test_a_run_fitted_to_its_budget_replans_at_the_third_epoch(tmp_path, tiny_samples, monkeypatch):
-    """The first plan (timed steps, no validation yet) is replaced at REPLAN_EPOCH
-    by the plan at the run's measured pace: the run trains that many epochs
-    and its checkpoints carry the new plan (what a resume continues)."""
+def test_a_run_fitted_to_its_budget_replans_from_the_third_epoch_on(tmp_path, tiny_samples, monkeypatch):
+    """The first plan (timed steps, no validation yet) is replaced at REPLAN_EPOCH,
+    and after every epoch since, by the plan at the run's measured pace: the run
+    trains that many epochs and its checkpoints carry the new plan (what a resume continues)."""
     paces = []
     monkeypatch.setattr(loop, "epochs_for_budget", lambda *args, **kwargs: 3)
     monkeypatch.setattr(loop, "epochs_at_pace", lambda *args: paces.append(args) or 5)
     config = tiny_experiment(train={"epochs": 50})
     results = loop.train_and_evaluate(config, *split(tiny_samples), tmp_path, time_budget_s=600.0,
                                       fit_epochs_to_budget=True)
-    [(epoch, train_seconds, val_seconds, seconds_left)] = paces
-    assert epoch == loop.REPLAN_EPOCH and train_seconds > 0 and val_seconds > 0 and 0 < seconds_left < 600
+    assert [pace[0] for pace in paces] == [loop.REPLAN_EPOCH, 4, 5]
+    for epoch, train_seconds, val_seconds, seconds_left in paces:
+        assert train_seconds > 0 and val_seconds > 0 and 0 < seconds_left < 600
     assert [r.epoch for r in results] == [1, 2, 3, 4, 5] and [r.epochs for r in results] == [3, 3, 5, 5, 5]
     assert read_checkpoint(tmp_path / "checkpoints" / "epoch_0005").config.train.epochs == 5
 

@@ -292,10 +292,13 @@ def epochs_for_budget(config: ExperimentConfig, step_seconds: float, val_pixels:
     return max(1, int(budget_seconds // epoch_seconds))
 
 
-#: A run fitted to its budget plans its epochs again after this one, from
-#: its own pace: the first plan times a few steps before any validation has
-#: run, and on some machines planned a third of the budget too few. By the
-#: third epoch the steps are compiled and a validation has run compiled too.
+#: A run fitted to its budget plans its epochs again after this one, and
+#: after every one from then on, from its own pace: the first plan times a
+#: few steps before any validation has run, and on some machines planned a
+#: third of the budget too few. By the third epoch the steps are compiled
+#: and a validation has run compiled too. The pace can change later (fold
+#: trials sharing the cores speed up as others end: planned once at epoch 3,
+#: they ended 7 minutes before their budget).
 REPLAN_EPOCH = 3
 #: The share of the time left a re-plan keeps in hand.
 REPLAN_RESERVE = 0.03
@@ -330,7 +333,7 @@ def train_and_evaluate(
     config then wins). With time_budget_s, training stops cleanly before
     the budget is spent; fit_epochs_to_budget also sets the number of
     epochs (so the learning-rate schedule ends with the budget) from timed
-    steps, and plans them again after REPLAN_EPOCH from the run's own
+    steps, and plans them again after each epoch from REPLAN_EPOCH on, from the run's own
     pace (epochs_at_pace). on_step(step, loss) and on_epoch(EpochResult, validation maps) report progress.
     validate_on(epoch) gives the positions in val_samples that epoch is
     validated (and calibrated) on, or a Validation; default all. An epoch
@@ -397,10 +400,10 @@ def train_and_evaluate(
     val_seconds = last_val_seconds = 0.0
     step = int(optimizer.step[...])
     if plan_epochs is None and resume is None and fit_epochs_to_budget and deadline is not None:
-        # Fitted to the budget: the epochs are planned again at REPLAN_EPOCH, through
+        # Fitted to the budget: the epochs are planned again from REPLAN_EPOCH on, through
         # the same hook a caller's plan (a halving survivor's) takes.
         def plan_epochs(epoch, unit_seconds):
-            if epoch == REPLAN_EPOCH:
+            if epoch >= REPLAN_EPOCH:
                 return epochs_at_pace(epoch, unit_seconds, last_val_seconds, deadline - time.monotonic())
             return None
 
