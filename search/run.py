@@ -43,7 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="group k-fold refit: after the search, its winner is trained once per fold (every "
                              "acquisition group validated once, all at once as trials), scored out of fold, and the "
                              "fold models become the experiment's ensemble; 0: no refit (default: 5 with --time-budget, "
-                             "which the refit then shares, else 0)")
+                             "else 0). The refit takes half the budget; where the other half holds no halving plan "
+                             "(--scheduler auto), it takes all of it, refitting nucjax.train's defaults")
     parser.add_argument("--refit", type=Path, metavar="CONFIG_OR_TRIAL",
                         help="no search: refit this on --folds folds (a search trial's folder, a checkpoint, a "
                              "training run, or a JSON config)")

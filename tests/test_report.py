@@ -164,3 +164,20 @@ def test_chromium_renders_the_table_and_sorts_it(experiment, tmp_path):
         shot = page.screenshot(tmp_path / "report.png")
     assert shot.stat().st_size > 10_000
 
+
+
+def test_a_refit_shows_its_out_of_fold_score_by_kind_fold_and_group_and_its_share_of_the_budget(experiment):
+    from nucjax.experiment import read_experiment
+
+    oof = {"score": 0.5297, "images": 590, "by_kind": {"fluorescence": 0.6085, "histology": 0.2573},
+           "by_group": {"fluorescence-256x256-1": 0.53, "histology-256x320-1": 0.24},
+           "folds": [{"fold": 0, "images": 300, "score": 0.51}, {"fold": 1, "images": 290, "score": 0.55}]}
+    record = {"folds": 2, "source": "the search's winner trial_a", "share": 0.5, "seconds": 1800.0, "members": [],
+              "oof": oof, "ensemble": {"score": 0.5246}}
+    read_experiment(experiment).with_search(folds=record).write()
+    page = render(gather(experiment, gallery=False))
+    assert "<h2 id='folds'>Group k-fold refit</h2>" in page
+    assert "Out-of-fold Kaggle score 0.5297</b> over 590 images" in page and "scores 0.5246" in page
+    assert "histology-256x320-1" in page and "2 group folds, 50% of the budget, 30.0 minutes spent" in page
+    # The trials' table is still the page's first sortable one (the refit's tables are plain).
+    assert page.index('class="sortable"') > page.index("id='trials'")

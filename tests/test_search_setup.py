@@ -113,3 +113,25 @@ def test_gpu_trials_train_in_mixed_precision_and_cpu_trials_get_the_faster_convo
     assert cpu_convolution_flags() == EIGEN_CONVOLUTIONS  # jaxlib 0.10 here: the flag applies
     assert EIGEN_CONVOLUTIONS in environment["XLA_FLAGS"] and environment["JAX_PLATFORMS"] == "cpu"
     assert EIGEN_CONVOLUTIONS in trial_environment(cpus=1, gpus=0)["XLA_FLAGS"]  # beside the single-thread flags
+
+
+def test_every_fold_runs_at_once_on_whole_slots_or_shares_of_them():
+    """search.refit.trial_share: five folds on two one-CPU slots share them (a third of a CPU
+    each, all five at once); on four GPUs, one each; two folds on two slots, a slot each."""
+    from types import SimpleNamespace
+
+    from search.refit import fold_params, trial_share
+
+    def cluster(cpus, gpus=0):
+        return SimpleNamespace(cluster_resources=lambda: {"CPU": cpus, "GPU": gpus})
+
+    args = SimpleNamespace(cpus_per_trial=1.0, gpus_per_trial=0.0, max_concurrent=None, val_fraction=0.15,
+                           test_fraction=0.1, seed=3)
+    assert trial_share(args, cluster(2), 5) == (1 / 3, 0.0)
+    assert trial_share(args, cluster(2), 2) == (1.0, 0.0)
+    gpu = SimpleNamespace(**{**vars(args), "cpus_per_trial": 4.0, "gpus_per_trial": 1.0})
+    assert trial_share(gpu, cluster(16, 4), 4) == (4.0, 1.0) and trial_share(gpu, cluster(16, 4), 5) == (2.0, 0.5)
+    params = fold_params({"model": "extended", "steps_per_epoch": 37, "epochs": 40, "split": "stratified"}, args, 5,
+                         steps_per_epoch=150, steps=1000)
+    assert params["fold"] == {"grid_search": [0, 1, 2, 3, 4]} and params["folds"] == 5 and params["split"] == "group"
+    assert (params["steps_per_epoch"], params["epochs"], params["seed"], params["test_fraction"]) == (150, 7, 3, 0.1)
