@@ -87,11 +87,11 @@ def main(argv=None) -> None:
 
 
 def run(args) -> None:
-    from ensemble.images import calibration_samples, prediction_sources
+    from ensemble.images import calibration_samples
     from ensemble.members import candidate_checkpoints
-    from ensemble.report import counted, describe, write_comparison
-    from ensemble.selection import ensemble_plans, plans_segment
-    from nucjax.cli import cache_root, checked_sources, planned_for, predict_folder, progress, warn
+    from ensemble.report import counted, describe
+    from ensemble.selection import ensemble_plans
+    from nucjax.cli import cache_root, progress, warn
     from nucjax.experiment import ExperimentError, latest_experiment, read_experiment
     from nucjax.segmenter import load_model
 
@@ -127,10 +127,22 @@ def run(args) -> None:
         segmenter = chosen.segmenter
         experiment.write_ensemble([m.path for m in segmenter.models], segmenter.combine, segmenter.quorum, asdict(segmenter.postprocess))
 
+    compared = experiment.folder if experiment is not None and args.checkpoints is None else None
+    predict_plans(args, experiment, models, candidates, plans, compared)
+
+
+def predict_plans(args, experiment, models, candidates, plans, compared) -> None:
+    """Predict --data (else the experiment's held-back test images) with the
+    first plan, scoring every plan and member with --compare (its table kept
+    in `compared`, the experiment folder, when given)."""
+    from ensemble.images import prediction_sources
+    from ensemble.report import write_comparison
+    from ensemble.selection import plans_segment
+    from nucjax.cli import cache_root, checked_sources, planned_for, predict_folder
+
     sources = checked_sources(*prediction_sources(args.data, experiment, cache_root()), args.strict)
     if args.data is None:
         print(f"predicting the {len(sources)} test images the search held back", file=sys.stderr)
-    compared = experiment.folder if experiment is not None and args.checkpoints is None else None
     compare = (lambda scores: write_comparison(args.out, models, plans, scores, compared)) if args.compare else None
     predict_folder(plans_segment(planned_for(candidates, sources), plans, args.compare), sources, args, report=compare)
 
@@ -141,10 +153,10 @@ def run_folds(args, experiment) -> None:
     scale or TTA differ from what it calibrated with), then predicted as run() does."""
     from dataclasses import replace
 
-    from ensemble.images import experiment_data, prediction_sources
-    from ensemble.report import counted, describe, write_comparison
-    from ensemble.selection import fold_plans, plans_segment
-    from nucjax.cli import cache_root, checked_sources, planned_for, predict_folder, progress
+    from ensemble.images import experiment_data
+    from ensemble.report import counted, describe
+    from ensemble.selection import fold_plans
+    from nucjax.cli import cache_root, progress
     from nucjax.data import load_dataset
     from nucjax.folds import fold_ensemble
     from nucjax.postprocess import PostprocessConfig
@@ -167,11 +179,7 @@ def run_folds(args, experiment) -> None:
     print(f"fold ensemble, {args.combine}{' with TTA' if args.tta else ''}, {describe(candidates.postprocess)}", file=sys.stderr)
     chosen = plans[0].segmenter
     experiment.write_ensemble([m.path for m in chosen.models], chosen.combine, chosen.quorum, asdict(chosen.postprocess))
-    sources = checked_sources(*prediction_sources(args.data, experiment, cache_root()), args.strict)
-    if args.data is None:
-        print(f"predicting the {len(sources)} test images the search held back", file=sys.stderr)
-    compare = (lambda scores: write_comparison(args.out, models, plans, scores, experiment.folder)) if args.compare else None
-    predict_folder(plans_segment(planned_for(candidates, sources), plans, args.compare), sources, args, report=compare)
+    predict_plans(args, experiment, models, candidates, plans, experiment.folder)
 
 
 if __name__ == "__main__":
