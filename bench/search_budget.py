@@ -57,15 +57,23 @@ def predicted(checkpoint: str, data: Path, split: str) -> dict:
 RUNS = ("asha", "halving", "folds", "train")
 
 
-def search_row(storage: Path) -> tuple[str, int, float]:
+def search_row(storage: Path) -> tuple[str, int, float, str, str]:
     """A search's best checkpoint (found under storage, wherever the search
-    ran), its configurations and the share of trial core-seconds its winner took."""
+    ran), its configurations, the share of trial core-seconds its winner
+    took, the winner's model (what the spaces vary) and, for a halving
+    search, the first rung's rank correlation with the last cut."""
+    from search.halving import first_rung_correlation, read_halving
+
     with open(storage / "results.csv") as handle:
         results = list(csv.DictReader(handle))
     spent = [float(r.get("core_seconds") or 0) for r in results]
     best = results[0]
     checkpoint = storage / Path(best["checkpoint"]).parent.name / Path(best["checkpoint"]).name
-    return str(checkpoint), len(results), float(best.get("core_seconds") or 0) / max(sum(spent), 1e-9)
+    model = f"{best.get('model')} d{best.get('depth')} w{best.get('base_filters')} {best.get('size')} px, diameter {best.get('diameter')}"
+    record = read_halving(storage)
+    correlation, scored = first_rung_correlation(record) if record else (None, 0)
+    rank = f"{correlation:+.2f} ({scored})" if correlation is not None else "-"
+    return str(checkpoint), len(results), float(best.get("core_seconds") or 0) / max(sum(spent), 1e-9), model, rank
 
 
 def main() -> None:
@@ -99,15 +107,16 @@ def main() -> None:
         if (folder / "results.csv").exists():
             rows.append((f"search, {name}", *search_row(folder)))
         elif (folder / "checkpoints").exists():
-            rows.append(("nucjax.train", str(folder), 1, 1.0))
+            rows.append(("nucjax.train", str(folder), 1, 1.0, "the defaults", "-"))
 
     print(f"{minutes}-minute budget each, seed {args.seed}, {args.data}")
-    print("| run | configurations | core-seconds on the winner | validation | held-back test | validation by kind | by group |")
-    print("|---|---|---|---|---|---|---|")
-    for name, checkpoint, configurations, share in rows:
+    print("| run | configurations | core-seconds on the winner | winner | first rung vs last cut (Spearman, configs) "
+          "| validation | held-back test | validation by kind | by group |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, checkpoint, configurations, share, model, rank in rows:
         val, test = predicted(checkpoint, args.data, "val"), predicted(checkpoint, args.data, "test")
-        print(f"| {name} | {configurations} | {100 * share:.0f}% | {val.get('Kaggle score')} | {test.get('Kaggle score')} "
-              f"| {val.get('by kind')} | {val.get('by group')} |")
+        print(f"| {name} | {configurations} | {100 * share:.0f}% | {model} | {rank} | {val.get('Kaggle score')} "
+              f"| {test.get('Kaggle score')} | {val.get('by kind')} | {val.get('by group')} |")
     if (out / "folds" / "folds.csv").exists():
         print_folds(out / "folds")
 

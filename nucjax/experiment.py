@@ -34,7 +34,7 @@ FOLDS_FOLDER = "folds"
 COMPARE_CSV, COMPARE_PNG = "ensemble_compare.csv", "ensemble_compare.png"
 #: results.csv's first columns; the trial's parameters follow.
 RESULT_COLUMNS = ("rank", "trial", "score", "epoch", "epochs_run", "calibrated", "checkpoint", "node", "error",
-                  "validated", "core_seconds", "fate")
+                  "validated", "core_seconds", "images_per_s", "unit_steps", "fate")
 
 
 class ExperimentError(Exception):

@@ -242,12 +242,26 @@ class HalvingTrial:
     deadline: float | None = None
     full_seconds: float = 0.0
     cut_units: int | None = None
+    unit_cost: float = 0.0
 
     @classmethod
-    def of(cls, plan: HalvingPlan, subset, deadline: float | None = None) -> "HalvingTrial":
-        """A plan's trials: the subset until its last pruning rung (or its milestone), then its survivors' cadence."""
+    def of(cls, plan: HalvingPlan, subset, deadline: float | None = None,
+           unit_cost: float = 0.0) -> "HalvingTrial":
+        """A plan's trials: the subset until its last pruning rung (or its milestone), then its survivors' cadence.
+        unit_cost: the work of the plan's unit for the configuration it was timed on (0: units of
+        unit_steps steps for every configuration)."""
         return cls(tuple(subset), plan.subset_until, plan.full_every, plan.total_units, deadline, plan.full_seconds,
-                   plan.rungs[-2].units)
+                   plan.rungs[-2].units, unit_cost)
+
+    def unit_steps(self, step_cost: float, plan_steps: int) -> int:
+        """The steps of this trial's unit when one of its steps does step_cost
+        (search.trainable.step_cost): the plan's unit of work, so every
+        configuration trains for about the same time between milestones and the rungs compare
+        them at equal core-seconds, not equal steps (a wider model is not pruned for being
+        slower, nor favoured for seeing more). plan_steps when the work is not known."""
+        if not self.unit_cost or step_cost <= 0:
+            return plan_steps
+        return max(1, round(self.unit_cost / step_cost))
 
     @property
     def replans_at(self) -> int:
@@ -321,6 +335,48 @@ class SurvivorPace:
     def full_seconds(self) -> float | None:
         """A whole-split validation's seconds as measured here (their mean), or None before the first."""
         return sum(self.whole) / len(self.whole) if self.whole else None
+
+
+def rank_correlation(first: list[float], later: list[float]) -> float | None:
+    """Spearman's rank correlation of two scorings of the same configurations
+    (ties take their mean rank); None for fewer than three or no spread."""
+    if len(first) != len(later):
+        raise ValueError("rank_correlation needs two scorings of the same configurations")
+    if len(first) < 3:
+        return None
+    ranks = [_ranks(first), _ranks(later)]
+    means = [sum(r) / len(r) for r in ranks]
+    deviations = [[v - m for v in r] for r, m in zip(ranks, means)]
+    spread = math.sqrt(sum(d * d for d in deviations[0]) * sum(d * d for d in deviations[1]))
+    return sum(a * b for a, b in zip(*deviations)) / spread if spread else None
+
+
+def _ranks(values: list[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def first_rung_correlation(record: dict) -> tuple[float | None, int]:
+    """(Spearman correlation, configurations) between the first rung's ranking
+    of a halving record and its last cut's, over the configurations that
+    reached the last cut: whether the first rung ranks or guesses (1: the
+    first rung foresaw the cut; 0: a lottery). None where fewer than three
+    were scored at both."""
+    last_cut = str(len(record["plan"]["rungs"]) - 2)
+    first, cut = record["scores"].get("0", {}), record["scores"].get(last_cut, {})
+    both = [t for t in cut if t in first]
+    if last_cut == "0" or len(both) < 3:
+        return None, len(both)
+    return rank_correlation([first[t][0] for t in both], [cut[t][0] for t in both]), len(both)
 
 
 def plan_record(plan: HalvingPlan) -> dict:

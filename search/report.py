@@ -38,7 +38,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nucjax.experiment import COMPARE_CSV, COMPARE_PNG
-from search.halving import fates, read_halving, rung_counts
+from nucjax.postprocess import PostprocessConfig, settings_text
+from search.halving import fates, first_rung_correlation, read_halving, rung_counts
 
 REPORT_FILE = "report.html"
 #: Worst validation images shown.
@@ -173,6 +174,16 @@ def core_seconds(trial: Trial, cpus_per_trial: float) -> float | None:
     times = [_number(h.get("time_total_s")) for h in trial.history]
     times = [t for t in times if t is not None]
     return round(max(times) * cpus_per_trial, 1) if times else None
+
+
+def calibrated_thresholds(result: dict) -> str:
+    """A report's calibrated post-processing, short: body/seed thresholds, then a kind's own where it has them."""
+    try:
+        config = PostprocessConfig(**json.loads(result.get("calibrated") or "{}"))
+    except (TypeError, ValueError):
+        return ""
+    shared = f"{config.threshold:.2f}/{config.seed_threshold:.2f}"
+    return "; ".join([shared] + [f"{kind} {settings_text(fields)}" for kind, fields in config.by_kind])
 
 
 def varied_settings(trials: list[Trial]) -> list[str]:
@@ -485,6 +496,10 @@ def render(report: Report) -> str:
         if sum(spent.values()):
             summary.append(("core-seconds", f"{sum(spent.values()):.0f}, {100 * survivors / sum(spent.values()):.0f}% "
                                             "on the final survivors"))
+        correlation, configurations = first_rung_correlation(halving)
+        if correlation is not None:
+            summary.append(("first rung against the last cut", f"Spearman {correlation:+.2f} over the {configurations} "
+                                                               "configurations scored at both (1: the first rung foresaw the cut)"))
         recorded = search.get("halving", {})
         setup, probe = recorded.get("setup_seconds"), recorded.get("probe", {})
         if setup is not None and search.get("time_budget_min"):
@@ -512,13 +527,14 @@ def render(report: Report) -> str:
     settings = varied_settings(trials)
     kinds = kinds_of(trials)
     headings = [("trial", False), ("status", False), ("epochs run", True), ("best score", True), ("best epoch", True),
-                ("core-seconds", True)]
+                ("core-seconds", True), ("images/s", True), ("steps per unit", True), ("thresholds", False)]
     headings += [(f"score {k}", True) for k in kinds] + [(k, _numeric_setting(trials, k)) for k in settings]
     rows, classes = [], []
     for trial in sorted(trials, key=lambda t: -(t.best.get("score", -1))):
         status = trial_status(trial, rungs, report.running and trial.name not in report.ended,
                               fate_of.get(trial.name.removeprefix("trial_")))
-        row = [trial.name, status, trial.epochs, trial.best.get("score"), trial.best.get("epoch"), core_seconds(trial, cpus)]
+        row = [trial.name, status, trial.epochs, trial.best.get("score"), trial.best.get("epoch"), core_seconds(trial, cpus),
+               trial.best.get("images_per_s"), trial.best.get("unit_steps"), calibrated_thresholds(trial.best)]
         row += [trial.best.get(f"score_{k}") for k in kinds] + [trial.params.get(k) for k in settings]
         rows.append(row)
         classes.append(("best " if trial is best else "") + _status_class(status))

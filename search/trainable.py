@@ -17,12 +17,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from nucjax.models.memory import multiply_adds
 from search.halving import SurvivorPace
 
 #: What a trial reports each epoch, besides its config.
 METRICS = ("score", "loss", "epoch", "epochs", "foreground", "images_per_s")
 #: The metric Tune ranks a trial's checkpoints by (see run_trial).
 RANK_SCORE = "rank_score"
+#: A step's time grows as its multiply-adds times (REFERENCE_WIDTH / width) ** WIDTH_EFFICIENCY less: measured
+#: (bench/unit_cost.py, 2-core Xeon) widths 24 and 32 took 0.75 and 0.64 of their multiply-adds' ratio to width 16.
+REFERENCE_WIDTH, WIDTH_EFFICIENCY = 16, 0.6
 
 
 def experiment_config(params: dict, device_bytes: int | None = None):
@@ -42,6 +46,36 @@ def experiment_config(params: dict, device_bytes: int | None = None):
         spare = int(device_bytes * (1 - RESIDENT_SHARE)) if device_bytes else 0
         params["batch_size"] = min(32, largest_batch(model, int(params.get("size", 128)), spare)) if device_bytes else 8
     return from_params(params)
+
+
+def device_config(params: dict):
+    """experiment_config on the device this process trains on (JAX imported here)."""
+    import jax
+
+    from nucjax.batches import device_memory_bytes
+
+    device = jax.devices()[0]
+    return experiment_config(params, None if device.platform == "cpu" else device_memory_bytes(device))
+
+
+def step_cost(config) -> float:
+    """The cost of one training step of a config, in multiply-adds at nucjax.train's width:
+    a forward pass's multiply-adds per image, times the batch, times
+    (16 / base_filters) ** WIDTH_EFFICIENCY, since wider convolutions do more
+    multiply-adds per second (bench/unit_cost.py)."""
+    size = config.inputs.size
+    efficiency = (REFERENCE_WIDTH / config.model.base_filters) ** WIDTH_EFFICIENCY
+    return float(config.train.batch_size * multiply_adds(config.model, size, size) * efficiency)
+
+
+def equal_time_units(config, halving):
+    """config with its units (steps_per_epoch) of the halving's unit of work
+    (HalvingTrial.unit_steps), its warm-up scaled alike."""
+    steps = halving.unit_steps(step_cost(config), config.train.steps_per_epoch)
+    if steps == config.train.steps_per_epoch:
+        return config
+    warmup = max(1, round(config.train.warmup_steps * steps / config.train.steps_per_epoch))
+    return config.replace(train={"steps_per_epoch": steps, "warmup_steps": warmup})
 
 
 def trial_environment(cpus: float, gpus: float) -> dict:
@@ -89,15 +123,13 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
         tune.report({**score_simple(params, val), "node": node})
         return
 
-    import jax
-
-    from nucjax.batches import device_memory_bytes
     from nucjax.postprocess import PostprocessConfig
     from nucjax.train.film import FILM_IMAGES, film_frame, write_frame
     from nucjax.train.loop import train_and_evaluate
 
-    device = jax.devices()[0]
-    config = experiment_config(params, None if device.platform == "cpu" else device_memory_bytes(device))
+    config = device_config(params)
+    if halving is not None:
+        config = equal_time_units(config, halving)
     if samples is not None:
         # A fold: its own split of every image, grouped as nucjax.predict --split val groups it.
         from nucjax.data import run_groups
@@ -141,6 +173,7 @@ def run_trial(params: dict, train=None, val=None, environment: dict | None = Non
         metrics.update({f"score_{kind}": value for kind, value in result.scores_by_kind.items()})
         metrics.update({f"score_group_{group}": value for group, value in result.scores_by_group.items()})
         metrics.update({"calibrated": json.dumps(result.postprocess), "node": node, "batch_size": config.train.batch_size,
+                        "unit_steps": config.train.steps_per_epoch,
                         "pipeline": result.pipeline, "precision": config.train.precision,
                         "validated_images": result.validated_images, "seconds": result.seconds,
                         # What Tune keeps checkpoints by: whole-split scores above any subset's (a halving
@@ -209,7 +242,7 @@ def probe_trial(params: dict, train, val, subset, unit_steps: int, environment: 
     from nucjax.config import Validation
     from nucjax.train.loop import train_and_evaluate
 
-    config = experiment_config({**params, "epochs": 2, "steps_per_epoch": unit_steps})
+    config = device_config({**params, "epochs": 2, "steps_per_epoch": unit_steps})
     workdir = Path(tempfile.mkdtemp(prefix="nucjax-probe-"))
     first, first_saved = compile_seconds(), compile_seconds("saved")
     validating = []  # compilation seconds so far when each unit's validation starts and ends
@@ -234,4 +267,4 @@ def probe_trial(params: dict, train, val, subset, unit_steps: int, environment: 
     start_s = total - 2 * unit_steps * step_s - predicted_s - subset_s
     return {"step": step_s, "subset": subset_s, "predicted_subset": predicted_s, "start": start_s,
             "restart": start_s - (compile_seconds("saved") - first_saved),
-            "seconds": total, "compile": compile_seconds() - first}
+            "seconds": total, "compile": compile_seconds() - first, "step_cost": step_cost(config)}

@@ -125,6 +125,7 @@ def plan_search(args, ray, train, val, space: dict, deadline: float, groups: dic
 
     from nucjax.train.film import FILM_IMAGES
     from search.halving import HalvingTrial, plan_halving, validation_subset
+    from search.spaces import contender
     from search.trainable import probe_trial, trial_environment
 
     subset = validation_subset([groups[s.image_id] for s in val], max(SUBSET_IMAGES, FILM_IMAGES), FILM_IMAGES)
@@ -135,8 +136,10 @@ def plan_search(args, ray, train, val, space: dict, deadline: float, groups: dic
     probe = ray.remote(probe_trial).options(num_cpus=args.cpus_per_trial, num_gpus=args.gpus_per_trial)
     environment = trial_environment(args.cpus_per_trial, args.gpus_per_trial)
     count = slots(args, ray)
-    timed = ray.get([probe.remote({**sampled_params(space, args.seed + i), "seed": args.seed, "warmup_steps": 1}, train, val,
-                                  subset, probe_steps, environment, groups, example_cache()) for i in range(count)])
+    # Every slot times the contender (nucjax.train's defaults), as all slots will run: every configuration's
+    # unit is the contender's unit of work (HalvingTrial.unit_steps), so it takes about as long.
+    timed = ray.get([probe.remote({**sampled_params(space, args.seed), **contender(space), "seed": args.seed, "warmup_steps": 1},
+                                  train, val, subset, probe_steps, environment, groups, example_cache()) for _ in range(count)])
     probed = {key: max(t[key] for t in timed) for key in timed[0]}
     # A trial's start as the shared cache makes it: the probes paid the cold compilations (on this 2-core
     # machine, 49 of a 70 s start; the 60-minute search's trials then started in 3-20 s).
@@ -150,7 +153,7 @@ def plan_search(args, ray, train, val, space: dict, deadline: float, groups: dic
                         settle_units=settle_units)
     # Trials stop a little before Tune's deadline, so their last validation and report land.
     wall_deadline = time.time() + deadline - time.monotonic() - DEADLINE_MARGIN_S
-    return plan, HalvingTrial.of(plan, subset, wall_deadline), probed
+    return plan, HalvingTrial.of(plan, subset, wall_deadline, plan.unit_steps * probed["step_cost"]), probed
 
 
 def resumed_halving(folder: Path, recorded: dict):
@@ -163,7 +166,8 @@ def resumed_halving(folder: Path, recorded: dict):
     plan = read_plan(halving["plan"])
     last_decision = (folder / HALVING_FILE).stat().st_mtime if (folder / HALVING_FILE).is_file() else time.time()
     left = recorded["time_budget_min"] * 60 - (last_decision - recorded.get("started_at", last_decision))
-    return plan, HalvingTrial.of(plan, halving["subset"], time.time() + max(left, 0.0) - DEADLINE_MARGIN_S)
+    return plan, HalvingTrial.of(plan, halving["subset"], time.time() + max(left, 0.0) - DEADLINE_MARGIN_S,
+                                 halving.get("unit_cost", 0.0))
 
 
 def example_cache() -> str:
@@ -181,6 +185,7 @@ def make_tuner(args, storage: str, smoke: bool, train, val, space: dict, halving
     from ray.tune.schedulers import ASHAScheduler
 
     from search.scheduler import HalvingScheduler
+    from search.spaces import first_configurations
     from search.trainable import RANK_SCORE, run_trial, trial_environment
 
     environment = trial_environment(args.cpus_per_trial, args.gpus_per_trial)
@@ -220,7 +225,12 @@ def make_tuner(args, storage: str, smoke: bool, train, val, space: dict, halving
                                   grace_period=min(args.grace_period, max(max_epochs, 1)), reduction_factor=2)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    search_alg = BasicVariantGenerator(random_state=args.seed)  # the same draws for the same --seed
+    samples = plan.rungs[0].configs if plan is not None else args.samples or (4 if smoke else 6)
+    # nucjax.train's defaults first, then distinct draws (the same for the same --seed): a search can lose
+    # to plain training only through noise.
+    unet = space.get("model") != "simple"
+    points = first_configurations(space, samples, args.seed) if unet else None
+    search_alg = BasicVariantGenerator(points_to_evaluate=points, random_state=args.seed)
     if args.search == "optuna":
         try:
             from ray.tune.search.optuna import OptunaSearch
@@ -228,12 +238,12 @@ def make_tuner(args, storage: str, smoke: bool, train, val, space: dict, halving
             from nucjax.cli import fail
 
             fail("--search optuna needs optuna: pip install optuna")
-        search_alg = OptunaSearch()
+        search_alg = OptunaSearch(points_to_evaluate=points[:1] if points else None)
     if args.max_epochs and plan is None:
         space = {**space, "epochs": args.max_epochs}
     tune_config = tune.TuneConfig(
         metric="score", mode="max", scheduler=scheduler, search_alg=search_alg,
-        num_samples=plan.rungs[0].configs if plan is not None else args.samples or (4 if smoke else 6),
+        num_samples=samples,
         max_concurrent_trials=None if plan is not None else args.max_concurrent,  # the scheduler keeps to its slots
         time_budget_s=remaining_s(args) if args.time_budget else None,
         trial_name_creator=lambda trial: f"trial_{trial.trial_id}",
@@ -286,6 +296,9 @@ def trial_rows(results, fates: dict | None = None, cpus_per_trial: float = 1.0) 
             "error": str(result.error) if result.error else "",
             "validated": "all" if whole is None or not on_whole.empty else f"subset of {int(best['validated_images'])}",
             "core_seconds": round(float(history["time_total_s"].max()) * cpus_per_trial, 1),
+            # What a configuration costs: equal-time units give a slower one fewer steps (HalvingTrial.unit_steps).
+            "images_per_s": _rounded(best.get("images_per_s"), 1),
+            "unit_steps": _rounded(best.get("unit_steps"), 0),
         }
         if fates is not None:
             row["fate"] = fates.get(_trial_id(result).removeprefix("trial_"), "")
@@ -295,6 +308,13 @@ def trial_rows(results, fates: dict | None = None, cpus_per_trial: float = 1.0) 
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank
     return rows
+
+
+def _rounded(value, digits: int):
+    """A reported number rounded (an int for 0 digits), or '' where a trial did not report it."""
+    if value is None or value != value:
+        return ""
+    return int(round(float(value))) if digits == 0 else round(float(value), digits)
 
 
 def chosen_checkpoint(result, whole: int | None):
@@ -423,6 +443,7 @@ def run_search(args, storage: str, smoke: bool, data) -> str:
         # Ray's start, the data and the probes: machine time no trial's result comes from (the caches they
         # fill, compiled programs and prepared examples, the trials do use).
         how["halving"] = {"plan": plan_record(plan), "subset": list(trial.subset), "subset_until": trial.subset_until,
+                          "unit_cost": trial.unit_cost,
                           "setup_seconds": time.monotonic() - args.started, "probe": probed}
         print(plan.describe(), flush=True)
     experiment = Experiment(Path(local or "."), root, args.space, SEARCH_SMOKE if smoke else None, args.split,

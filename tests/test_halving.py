@@ -178,7 +178,7 @@ def test_a_probe_times_steps_and_validations_apart_from_compilation(tiny_samples
     params = {**sampled_params(search_space("extended", smoke=True), 0), "seed": 0, "warmup_steps": 1}
     train, val = tiny_samples[:6], tiny_samples[6:]
     timed = probe_trial(params, train, val, [0, 1], 3)
-    assert all(timed[key] > 0 for key in ("step", "subset", "predicted_subset", "start", "compile"))
+    assert all(timed[key] > 0 for key in ("step", "subset", "predicted_subset", "start", "compile", "step_cost"))
     assert timed["start"] >= timed["compile"] and timed["seconds"] > timed["start"] + 6 * timed["step"]
     assert timed["start"] - timed["compile"] <= timed["restart"] <= timed["start"]
     # Whether the probe compiled or read the shared cache depends on what ran before: time a program apart,

@@ -181,3 +181,29 @@ def test_a_refit_shows_its_out_of_fold_score_by_kind_fold_and_group_and_its_shar
     assert "histology-256x320-1" in page and "2 group folds, 50% of the budget, 30.0 minutes spent" in page
     # The trials' table is still the page's first sortable one (the refit's tables are plain).
     assert page.index('class="sortable"') > page.index("id='trials'")
+
+
+def test_a_halving_search_shows_each_trials_cost_its_thresholds_and_whether_its_first_rung_ranked(tmp_path):
+    from search.halving import HALVING_FILE
+
+    folder = tmp_path / "exp"
+    plan = {"rungs": [[4, 1], [3, 2], [1, 6]], "unit_steps": 10, "unit_seconds": 30.0, "start_seconds": 5.0, "slots": 1, "eta": 2}
+    Experiment(folder, tmp_path / "data", "extended", None, "group", 0.15, 0.1, 0, ("a", "b"), ("c",),
+               search={"train_images": 40, "time_budget_min": 10.0, "cpus_per_trial": 1, "gpus_per_trial": 0,
+                       "scheduler": "halving", "halving": {"plan": plan}}).write()
+    calibrated = json.dumps({"threshold": 0.45, "seed_threshold": 0.7, "by_kind": [["histology", [["threshold", 0.3]]]]})
+    trial = make_trial(folder, "trial_a", [0.3, 0.5], 2)
+    lines = [{**json.loads(line), "images_per_s": 41.5, "unit_steps": 12, "calibrated": calibrated}
+             for line in (trial / "result.json").read_text().splitlines()]
+    (trial / "result.json").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    for name in "bcd":
+        make_trial(folder, f"trial_{name}", [0.2], 1)
+    scores = {"0": {"a": [0.30, 0], "b": [0.31, 0], "c": [0.32, 0], "d": [0.20, 0]},
+              "1": {"a": [0.50, 0], "b": [0.40, 0], "c": [0.45, 0]}}
+    record = {"plan": plan, "rung": {"a": 2, "b": 1, "c": 1, "d": 0}, "scores": scores,
+              "fate": {"b": "pruned at rung 1", "c": "pruned at rung 1", "d": "pruned at rung 0"}}
+    (folder / HALVING_FILE).write_text(json.dumps(record) + "\n")
+    page = render(gather(folder, gallery=False))
+    assert "Spearman -0.50 over the 3 configurations scored at both" in page
+    assert '<th data-type="number">images/s</th>' in page and 'data-value="41.5">41.5</td>' in page
+    assert "0.45/0.70; histology threshold 0.3" in page

@@ -115,6 +115,11 @@ def test_trials_run_on_both_nodes_and_checkpoint_to_shared_storage(cluster, tmp_
     rows = results(storage)
     assert len(rows) == 2 and all(float(r["score"]) >= 0 for r in rows)
     assert len({r["node"] for r in rows}) == 2  # one CPU per node: one trial each
+    # The first configuration is nucjax.train's defaults (the smoke space's first width, where the default does not fit).
+    from search.spaces import contender, search_space
+
+    first = contender(search_space("extended", smoke=True))
+    assert any(all(row[key] == str(value) for key, value in first.items()) for row in rows), rows
     for row in rows:
         checkpoint = Path(row["checkpoint"])
         assert checkpoint.is_relative_to(storage) and (checkpoint / "checkpoint.json").is_file()

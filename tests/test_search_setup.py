@@ -135,3 +135,90 @@ def test_every_fold_runs_at_once_on_whole_slots_or_shares_of_them():
                          steps_per_epoch=150, steps=1000)
     assert params["fold"] == {"grid_search": [0, 1, 2, 3, 4]} and params["folds"] == 5 and params["split"] == "group"
     assert (params["steps_per_epoch"], params["epochs"], params["seed"], params["test_fraction"]) == (150, 7, 3, 0.1)
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_the_spaces_vary_size_width_depth_model_and_diameter_and_nothing_else(gpu):
+    """Many draws of the extended space take every value of each axis; what
+    the space leaves out is nucjax.train's default in every draw."""
+    from nucjax.config import default_params, from_params
+    from search.spaces import DEPTHS, DIAMETERS, SIZES, WIDTHS, search_space
+    from search.tuner import sampled_params
+
+    space = search_space("extended", gpu=gpu)
+    draws = [sampled_params(space, seed) for seed in range(200)]
+    expected = {"size": set(SIZES[gpu]), "base_filters": set(WIDTHS[gpu]), "depth": set(DEPTHS),
+                "diameter": set(DIAMETERS), "model": {"standard", "extended"}}
+    for axis, values in expected.items():
+        assert {draw[axis] for draw in draws} == values, axis
+    assert {draw["model"] for draw in (sampled_params(search_space("standard", gpu=gpu), s) for s in range(20))} == {"standard"}
+    defaults = from_params(default_params())
+    for draw in draws[:20]:
+        config = from_params({key: value for key, value in draw.items() if key != "batch_size"})
+        assert config.train.learning_rate == defaults.train.learning_rate
+        assert (config.train.schedule, config.train.loss) == (defaults.train.schedule, defaults.train.loss)
+        assert config.augment == defaults.augment and config.inputs.scale_jitter == defaults.inputs.scale_jitter
+        assert config.train.channel_weights == defaults.train.channel_weights
+
+
+def test_the_first_configuration_of_a_search_is_nucjax_trains_defaults():
+    from nucjax.config import default_params
+    from search.spaces import contender, search_space
+
+    defaults = default_params()
+    for gpu in (False, True):
+        first = contender(search_space("extended", gpu=gpu))
+        assert first == {key: defaults[key] for key in ("model", "size", "base_filters", "depth", "diameter")}
+    # The smoke space's tiny U-Nets have no room for the default width: its first value stands in.
+    smoke = contender(search_space("extended", smoke=True))
+    assert smoke["base_filters"] == 4 and smoke["model"] == "standard" and smoke["mode"] == "crop"
+
+
+def test_every_configuration_trains_the_same_work_between_milestones():
+    """HalvingTrial.unit_steps: a configuration four times the work per step (256 px crops
+    of the default U-Net) trains a quarter of the steps of the one the plan was timed on;
+    its warm-up shrinks alike; a wider one less than its
+    multiply-adds say; without a recorded unit of work, the plan's steps."""
+    from nucjax.config import default_params
+    from search.halving import HalvingTrial
+    from search.trainable import equal_time_units, experiment_config, step_cost
+
+    plan_steps = 40
+    reference = experiment_config({**default_params(), "steps_per_epoch": plan_steps, "warmup_steps": 20})
+    halving = HalvingTrial((0,), 1, unit_cost=plan_steps * step_cost(reference))
+    assert equal_time_units(reference, halving) == reference
+    large = experiment_config({**default_params(), "size": 256, "steps_per_epoch": plan_steps, "warmup_steps": 20})
+    scaled = equal_time_units(large, halving)
+    assert (scaled.train.steps_per_epoch, scaled.train.warmup_steps) == (10, 5)
+    wide = experiment_config({**default_params(), "base_filters": 32, "model": "extended", "steps_per_epoch": plan_steps})
+    assert equal_time_units(wide, halving).train.steps_per_epoch < 10  # 8 times the multiply-adds, about 5 the time
+    # Twice the width is four times the multiply-adds but, measured, about 2.6 times the time.
+    wider = experiment_config({**default_params(), "base_filters": 32, "steps_per_epoch": plan_steps})
+    assert 10 < equal_time_units(wider, halving).train.steps_per_epoch < 20
+    assert equal_time_units(large, HalvingTrial((0,), 1)) == large
+
+
+def test_the_first_rungs_rank_correlation_with_the_last_cut():
+    from search.halving import first_rung_correlation, rank_correlation
+
+    assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert rank_correlation([1, 1, 2], [1, 2, 3]) == pytest.approx(0.866, abs=1e-3)  # a tie takes the mean rank
+    assert rank_correlation([1, 2], [1, 2]) is None and rank_correlation([1, 1, 1], [1, 2, 3]) is None
+    plan = {"rungs": [[6, 1], [3, 3], [1, 9]]}
+    record = {"plan": plan, "scores": {
+        "0": {t: [s, 0.0] for t, s in zip("abcdef", (0.30, 0.31, 0.32, 0.33, 0.34, 0.35))},
+        "1": {"d": [0.5, 0.0], "e": [0.4, 0.0], "f": [0.45, 0.0]}}}
+    correlation, configurations = first_rung_correlation(record)
+    assert configurations == 3 and correlation == pytest.approx(-0.5)  # d e f ranked 1 2 3 first, 3 1 2 at the cut
+    assert first_rung_correlation({"plan": {"rungs": [[4, 1], [2, 3]]}, "scores": {"0": {}}}) == (None, 0)
+
+
+def test_a_search_starts_from_the_contender_and_never_trains_a_configuration_twice_in_its_first_rung():
+    from search.spaces import contender, first_configurations, search_space
+
+    space = search_space("extended", smoke=True)  # 16 distinct configurations
+    points = first_configurations(space, 12, seed=3)
+    assert points[0] == contender(space) and len(points) == 12
+    assert len({tuple(sorted(p.items())) for p in points}) == 12
+    assert first_configurations(space, 12, seed=3) == points and first_configurations(space, 12, seed=4) != points

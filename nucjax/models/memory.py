@@ -64,6 +64,36 @@ def parameter_count(config: UNetConfig) -> int:
     return total
 
 
+def multiply_adds(config: UNetConfig, height: int, width: int) -> int:
+    """Multiply-adds of one forward pass over an image of (height, width):
+    every convolution's kernel applied at every pixel of its level. A
+    training step costs about three forward passes per image; what the
+    search's equal-time units compare (search.halving.equal_time_steps)."""
+    config.check_input_size(height, width)
+    arms = EXTENDED_ARMS if config.model == "extended" else (1,)
+    widths = [config.base_filters * 2**i for i in range(config.depth)]
+    bottom = config.base_filters * 2**config.depth
+
+    def block(c_in, c_out, pixels):
+        return pixels * 9 * (c_in * c_out + c_out * c_out)
+
+    def pixels(level):
+        return (height >> level) * (width >> level)
+
+    total = 0
+    for channels in arms:
+        for level, (c_in, c_out) in enumerate(zip([channels] + widths[:-1], widths)):
+            total += block(c_in, c_out, pixels(level))
+    total += block(len(arms) * widths[-1], bottom, pixels(config.depth))
+    below = bottom
+    for level in reversed(range(config.depth)):
+        w = widths[level]
+        total += pixels(level) * below * w  # 2x2 transposed conv, stride 2: one kernel tap per output pixel
+        total += block(w + len(arms) * w, w, pixels(level))
+        below = w
+    return total + height * width * widths[0] * config.out_channels
+
+
 def training_bytes(config: UNetConfig, height: int, width: int, batch: int) -> int:
     """Estimated peak memory of one training step."""
     return int(TRAINING_FACTOR * batch * activation_bytes(config, height, width) + 4 * BYTES * parameter_count(config))
