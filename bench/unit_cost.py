@@ -3,8 +3,8 @@ space costs on this machine, against the work the halving's equal-time
 units assume (search.trainable.step_cost: a forward pass's
 multiply-adds times the batch, less for wider models). For each configuration: images/s as
 nucjax.train draws and trains batches (the resident pipeline), the step's
-seconds relative to nucjax.train's defaults, and the same ratio predicted
-by step_cost.
+seconds relative to nucjax.train's defaults, and the same ratio of the
+multiply-adds and of step_cost.
 
     python bench/unit_cost.py [--data DIR] [--steps 12] [--images 40]
 """
@@ -37,21 +37,24 @@ def main() -> None:
     from nucjax.cli import load_data
     from nucjax.config import default_params, from_params
     from nucjax.inputs import training_examples
+    from nucjax.models.memory import multiply_adds
     from search.trainable import step_cost
 
     samples = load_data(args.data, labelled=True).samples[: args.images]
     rows, reference = [], None
+    print("| model | depth | width | crop | images/s | time ratio | multiply-adds ratio | step_cost ratio |")
+    print("|---|---|---|---|---|---|---|---|")
     for model, depth, width, size in CONFIGS:
         config = from_params({**default_params(), "model": model, "depth": depth, "base_filters": width, "size": size})
         examples = training_examples(samples, model, config.inputs, config.augment)
         run = end_to_end(config, examples, "resident")
         images_per_s = max(run(args.steps) for _ in range(2))
         step_s = config.train.batch_size / images_per_s
-        work = step_cost(config)
-        reference = reference or (step_s, work)
-        rows.append((model, depth, width, size, images_per_s, step_s / reference[0], work / reference[1]))
+        madds, cost = multiply_adds(config.model, size, size) * config.train.batch_size, step_cost(config)
+        reference = reference or (step_s, madds, cost)
+        rows.append((model, depth, width, size, images_per_s, step_s / reference[0], madds / reference[1], cost / reference[2]))
         print(f"| {model} | {depth} | {width} | {size} | {images_per_s:.1f} | {step_s / reference[0]:.2f} | "
-              f"{work / reference[1]:.2f} |", flush=True)
+              f"{madds / reference[1]:.2f} | {cost / reference[2]:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

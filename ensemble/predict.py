@@ -1,25 +1,11 @@
 """python -m ensemble.predict: combine several checkpoints into one Kaggle submission.
 
-Members: a search experiment's fold models when it was refit on folds
-(search.run --folds; the default then), the --top-k best trials of a search
-experiment (the default otherwise), every epoch a trial kept (--epochs-of
-TRIAL), or --checkpoints. Fold models are all members, post-processed as
-calibrated on their pooled out-of-fold maps. Each predicts in
-its own input mode, size and nucleus scale. The maps are combined
-(--combine): intersect (a nucleus where every member, or --quorum of them,
-says so: the reference report's proposal), vote (a majority) or mean. The
-shared post-processing runs once, re-calibrated on the experiment's
-validation split (whole experiments held out, when the search split so).
-
-With no arguments: the latest experiment under ./runs, predicting the test
-images that search held back, into ./submission.csv; the chosen ensemble
-is recorded in the experiment (Segmenter.load then uses it). --compare
-scores every member and every combination on a labelled set and writes a
-table and a bar plot beside --out.
-
-bad input: no experiment, an unknown trial or an unusable checkpoint stop
-with a message naming it; an unreadable image gets an empty row (--strict:
-stops at it).
+Members: a search experiment's fold models (when it was refit on folds),
+else its --top-k best trials, one trial's epochs (--epochs-of) or
+--checkpoints. Their maps are combined (--combine intersect, vote or mean)
+and post-processed once, calibrated on validation. With no arguments: the
+latest experiment under ./runs, on the test images it held back, into
+./submission.csv. --compare scores every member and combination.
 """
 
 from __future__ import annotations
@@ -31,31 +17,28 @@ from pathlib import Path
 from nucjax.cli import add_prediction_arguments, checked_backend, checked_scale, checked_scales, data_command_parser, fail
 
 
+USAGE = "python -m ensemble.predict [--experiment DIR] [--data DIR] [--out CSV] [--compare] [options]"
+
+
 def parse_args(argv=None):
     from ensemble.selection import EnsembleConfig
 
-    parser = data_command_parser("ensemble.predict", __doc__,
-                                 data_help="folder of images to predict (default: the test images the experiment held back)")
+    parser = data_command_parser("ensemble.predict", __doc__, data_help="images to predict (the experiment's test images)",
+                                 usage=USAGE)
     members = parser.add_argument_group("members")
-    members.add_argument("--experiment", type=Path, help="a search experiment folder (default: the latest under ./runs)")
-    members.add_argument("--top-k", type=int,
-                         help="best trials of the experiment instead of its fold models (default: 3 when it has no folds)")
-    members.add_argument("--epochs-of", metavar="TRIAL", help="instead, every checkpoint one trial kept ('best': the best trial's)")
-    members.add_argument("--checkpoints", type=Path, nargs="+", metavar="DIR",
-                         help="instead, these checkpoint folders (or training run folders: their best checkpoint)")
+    members.add_argument("--experiment", type=Path, metavar="DIR", help="a search experiment (the latest under ./runs)")
+    members.add_argument("--top-k", type=int, metavar="K", help="best trials instead of fold models (3 without folds)")
+    members.add_argument("--epochs-of", metavar="TRIAL", help="every checkpoint one trial kept ('best': the best's)")
+    members.add_argument("--checkpoints", type=Path, nargs="+", metavar="DIR", help="these checkpoints or training runs")
     combining = parser.add_argument_group("combining")
     combining.add_argument("--combine", choices=("intersect", "vote", "mean"), default=EnsembleConfig.combine,
-                           help="how member maps become one (default: %(default)s)")
-    combining.add_argument("--quorum", type=int, help="intersect: members that must agree on a pixel (default: all)")
-    combining.add_argument("--select", choices=("greedy", "all"), default=EnsembleConfig.select,
-                           help="greedy: keep a candidate only when it raises the calibrated validation score, "
-                                "best candidate first; all: every candidate (default: %(default)s)")
-    combining.add_argument("--calibration", type=Path, metavar="DIR",
-                           help="labelled folder whose validation split re-calibrates the post-processing "
-                                "(default: the experiment's validation split, else --data's when labelled)")
-    combining.add_argument("--no-calibrate", action="store_true", help="keep the best member's post-processing settings")
-    combining.add_argument("--compare", action="store_true",
-                           help="score every member and every combination; table and bar plot beside --out")
+                           metavar="HOW", help="intersect, vote or mean (%(default)s)")
+    combining.add_argument("--quorum", type=int, metavar="N", help="intersect: members that must agree (all)")
+    combining.add_argument("--select", choices=("greedy", "all"), default=EnsembleConfig.select, metavar="HOW",
+                           help="greedy (keep what raises validation) or all (%(default)s)")
+    combining.add_argument("--calibration", type=Path, metavar="DIR", help="labelled folder to calibrate on (validation)")
+    combining.add_argument("--no-calibrate", action="store_true", help="keep the best member's post-processing")
+    combining.add_argument("--compare", action="store_true", help="score every member and combination (table, plot)")
     add_prediction_arguments(parser)
     args = parser.parse_args(argv)
     args.scale = checked_scale(parser, args.scale)

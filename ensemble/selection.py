@@ -24,7 +24,7 @@ SELECTIONS = ("greedy", "all")
 
 @dataclass(frozen=True)
 class EnsembleConfig:
-    combine: str = "mean"  # what scored best over mixed members in our comparison (README)
+    combine: str = "mean"  # what scored best over mixed members in our comparison (docs/benchmarks.md)
     quorum: int | None = None  # intersect: members that must agree (default all)
     select: str = "greedy"
     compare: bool = False  # also every other combination, of the chosen members and of all candidates

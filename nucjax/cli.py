@@ -10,29 +10,30 @@ import sys
 from pathlib import Path
 
 DATA_HELP = """\
-data: a folder in Kaggle's layout (<id>/images/<id>.png, <id>/masks/*.png)
-or a plain folder of PNG/TIF images. Without --data, a synthetic DSB-like set
-is generated once into $NUCJAX_CACHE (default ~/.cache/nucjax) and used.
-
-bad input: a missing folder, or one with no image, stops the command. A
-sample with no images/ folder, an unreadable or truncated image, or (when
-labels are needed) a missing or empty masks/ folder, an unreadable mask or
-a mask of another size than its image is skipped with a warning naming the
-file; the rest of the set still loads. Stray non-image files and empty
-masks are ignored with a warning. --strict makes any of these an error.
-Pixels claimed by two masks go to the smaller nucleus."""
+data: Kaggle's layout (<id>/images/<id>.png, <id>/masks/*.png) or a folder
+of PNG/TIF images; without --data, a synthetic DSB-like set generated once
+into $NUCJAX_CACHE (default ~/.cache/nucjax). A file that cannot be read or
+does not match is skipped with a warning naming it (--strict: an error);
+docs/guide/data.md lists every case."""
 
 
-def data_command_parser(module: str, docstring: str, data_help: str = "dataset folder (default: the synthetic set)") -> argparse.ArgumentParser:
+def help_formatter(prog: str) -> argparse.HelpFormatter:
+    """--help with the description as written and each flag's help beside it."""
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def data_command_parser(module: str, docstring: str, data_help: str = "dataset folder (default: the synthetic set)",
+                        usage: str | None = None) -> argparse.ArgumentParser:
     """A parser for `python -m module` that reads a dataset: its description
     is the docstring after the title line, --help ends with DATA_HELP."""
     parser = argparse.ArgumentParser(
         prog=f"python -m {module}",
+        usage=usage,
         description=docstring.split("\n\n", 1)[1],
         epilog=DATA_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=help_formatter,
     )
-    parser.add_argument("--data", type=Path, help=data_help)
+    parser.add_argument("--data", type=Path, metavar="DIR", help=data_help)
     parser.add_argument("--strict", action="store_true", help="stop at the first skipped file instead of warning")
     return parser
 
@@ -142,30 +143,20 @@ def warn(message: str) -> None:
 def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
     """The outputs and options every prediction command shares, with one meaning."""
     outputs = parser.add_argument_group("outputs")
-    outputs.add_argument("--out", type=Path, default=Path("submission.csv"), help="submission CSV (default: %(default)s)")
-    outputs.add_argument("--labels", type=Path, metavar="DIR", help="also write a 16-bit label PNG per image here")
-    outputs.add_argument("--overlays", type=Path, metavar="DIR", help="also write each image with its nuclei outlined")
-    outputs.add_argument("--solution", type=Path, metavar="CSV_OR_FOLDER",
-                         help="score against this solution CSV or labelled folder (default: the images' own labels)")
+    outputs.add_argument("--out", type=Path, default=Path("submission.csv"), metavar="CSV", help="submission (%(default)s)")
+    outputs.add_argument("--labels", type=Path, metavar="DIR", help="also a 16-bit label PNG per image")
+    outputs.add_argument("--overlays", type=Path, metavar="DIR", help="also each image with its nuclei outlined")
+    outputs.add_argument("--solution", type=Path, metavar="PATH", help="score against a solution CSV or labelled folder")
     predicting = parser.add_argument_group("prediction")
-    predicting.add_argument("--scale", default="model", metavar="{model,native,auto,FACTOR}",
-                            help="nucleus scale: auto estimates each image's nucleus diameter with a first pass and "
-                                 "rescales it to the one the model was trained at; native predicts images as they are; "
-                                 "a number rescales every image by it; model (default): auto for models trained "
-                                 "at a canonical diameter, native for the others")
-    predicting.add_argument("--scale-by", choices=("acquisition", "image"), default="acquisition",
-                            help="with auto scale, whose nucleus diameter an image is rescaled for: acquisition "
-                                 "(default): the median of its experiment's images in this folder (grouped by kind, "
-                                 "size and look), so that one image's misjudged first pass cannot flip it; image: its own")
-    predicting.add_argument("--tta", action="store_true", help="average the maps over the 8 flips and rotations (8x slower)")
+    predicting.add_argument("--scale", default="model", metavar="HOW",
+                            help="model, auto (each image's nucleus size), native or a factor (%(default)s)")
+    predicting.add_argument("--scale-by", choices=("acquisition", "image"), default="acquisition", metavar="HOW",
+                            help="auto scale per acquisition or per image (%(default)s)")
+    predicting.add_argument("--tta", action="store_true", help="average over the 8 flips and rotations (8x slower)")
     predicting.add_argument("--scales", default="1", metavar="F,F,...",
-                            help="multi-scale test-time augmentation: also predict at these factors of each image's "
-                                 "scale (e.g. 0.75,1,1.5) and keep, pixel by pixel, the median of the maps: nucleus "
-                                 "where most scales agree (default: %(default)s, off)")
-    predicting.add_argument("--backend", choices=("jax", "onnx"), default="jax",
-                            help="what runs the networks: jax (default), or onnx: ONNX Runtime on the graph nucjax.export "
-                                 "writes (needs the export extra); scale, tiling and post-processing are shared. "
-                                 "A bioimage.io package always runs its ONNX weights")
+                            help="multi-scale TTA, median of the maps, e.g. 0.75,1,1.5 (%(default)s)")
+    predicting.add_argument("--backend", choices=("jax", "onnx"), default="jax", metavar="NAME",
+                            help="jax, or onnx (ONNX Runtime; the export extra) (%(default)s)")
 
 
 def checked_backend(parser: argparse.ArgumentParser, backend: str) -> str:

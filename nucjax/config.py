@@ -40,7 +40,7 @@ class TrainConfig:
     learning_rate: float = 2e-3
     # 'constant' (no warm-up); 'cosine' warms up, then anneals to 1%; 'step' divides by 10
     # at 1/2 and 3/4 of training. Constant, with the weight averaging, holds the held-out
-    # experiments that every annealed run lost as its learning rate fell (README, Measured).
+    # experiments that every annealed run lost as its learning rate fell (docs/benchmarks.md).
     schedule: str = "constant"
     warmup_steps: int = 100
     loss: str = "bce_dice"
@@ -63,7 +63,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     # Training images are drawn with probability (their acquisition group's size)
     # ** -balance: 0 draws every image alike, 1 every group alike. Off: 0.5 moved
-    # score between groups but not overall (README, Measured).
+    # score between groups but not overall (docs/benchmarks.md).
     balance: float = 0.0
     # Decoupled (AdamW) weight decay of the convolution kernels; 0: plain adam.
     weight_decay: float = 0.0
@@ -123,10 +123,10 @@ def as_validation(chosen) -> Validation:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    # Inputs smoothed by 1 px: the held-out large-nucleus experiments peak higher and hold longer (README, Measured).
+    # Inputs smoothed by 1 px: the held-out large-nucleus experiments peak higher and hold longer (docs/benchmarks.md).
     model: UNetConfig = field(default_factory=lambda: UNetConfig(base_filters=16, out_channels=2, smooth=1.0))
     inputs: InputConfig = field(default_factory=InputConfig)
-    # Grain on half the crops: the held-out large-nucleus experiments hold to the end of a run (README, Measured).
+    # Grain on half the crops: the held-out large-nucleus experiments hold to the end of a run (docs/benchmarks.md).
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(noise=0.5, noise_sigma=0.2))
     train: TrainConfig = field(default_factory=TrainConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)

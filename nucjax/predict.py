@@ -1,12 +1,8 @@
 """python -m nucjax.predict: one model's Kaggle submission for a folder of images.
 
-CHECKPOINT is a checkpoint folder, a training run folder (then its best
-checkpoint) or a bioimage.io package nucjax.export wrote. The model predicts every image at its original size (at the
-nucleus scale it was trained for: see --scale) and the post-processing
-calibrated on validation (stored in the checkpoint) turns probabilities
-into nuclei. Every image of the folder gets a row; an unreadable image is
-reported and gets an empty row (--strict: stops at it). When the images
-have labels, or --solution gives them, the Kaggle score is printed last.
+Predicts every image at its own size, at the nucleus scale the model was
+trained for, with the post-processing calibrated on validation. The Kaggle
+score is printed last when the images have labels (or --solution).
 """
 
 from __future__ import annotations
@@ -18,16 +14,17 @@ from pathlib import Path
 from nucjax.cli import add_prediction_arguments, checked_backend, checked_scale, checked_scales, data_command_parser, fail
 
 
+USAGE = "python -m nucjax.predict --checkpoint PATH [--data DIR] [--out CSV] [options]"
+
+
 def parse_args(argv=None):
-    parser = data_command_parser("nucjax.predict", __doc__)
-    parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="checkpoint folder, training run folder or bioimage.io package (nucjax.export's zip)")
+    parser = data_command_parser("nucjax.predict", __doc__, usage=USAGE)
+    parser.add_argument("--checkpoint", type=Path, required=True, metavar="PATH",
+                        help="checkpoint, training run or bioimage.io zip")
     parser.add_argument("--postprocess", choices=("default", "cc", "reference", "distance", "border"), default="default",
-                        help="post-processing method (cc: plain connected components; reference: the report's chain); "
-                             "default: the checkpoint's, with its calibrated thresholds")
-    parser.add_argument("--split", choices=("all", "train", "val", "test"), default="all",
-                        help="predict only one part of the split the checkpoint was validated on; test: the images "
-                             "its run held back from both (a search's test images) (default: all images)")
+                        metavar="NAME", help="the checkpoint's (default), cc, reference, distance or border")
+    parser.add_argument("--split", choices=("all", "train", "val", "test"), default="all", metavar="PART",
+                        help="all, or the checkpoint's train, val or test images (%(default)s)")
     add_prediction_arguments(parser)
     args = parser.parse_args(argv)
     args.scale = checked_scale(parser, args.scale)

@@ -17,7 +17,7 @@ look smaller, so of the levels whose nuclei look about the trained size
 in their own pixels (0.8 D to 1.5 D), the one that finds the largest
 speaks; a wider band lets touching small nuclei, merged at a coarse
 level, pass for large ones (measured on validation images of both splits:
-bench/generalise.py's notes in the README).
+bench/generalise.py's notes in docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ SURVIVOR_MARGIN = 0.05
 
 #: The share of a survivor's time its whole-split validations may take (they come every full_every units).
 #: Only a validated checkpoint can be chosen, and on held-out experiments a run peaks after 500-750 steps
-#: and falls 0.02-0.03 within the next 300 (README, Measured): at 0.15 the 60-minute real search validated
+#: and falls 0.02-0.03 within the next 300 (docs/benchmarks.md): at 0.15 the 60-minute real search validated
 #: its survivors 370 steps apart (at 148, 481, 851 and 925 steps) and could miss the peak; at 0.25 the
 #: next validated them 222 steps apart and chose a checkpoint between two that 0.15 would have scored,
 #: for about a tenth of the survivors' training steps.

@@ -1,16 +1,10 @@
 """python -m search.run: search U-Nets (or the simple model) as Ray Tune trials.
 
-Runs on this machine, or across a Ray cluster (--address; `ray up
-cluster.yaml` makes one). Each trial trains with nucjax, calibrates its
-post-processing on the validation split every epoch and reports the
-validation Kaggle score with a checkpoint; an ASHA scheduler stops poor
-trials early. The experiment folder (default ./runs/<space>-<time>) holds
-every trial's checkpoints, results.csv ranked by score, scores.png (score
-per epoch of every trial) and experiment.json (what ensemble.predict needs).
-
-Spaces: standard (the report's U-Net), extended (the multi-arm U-Net),
-simple (the threshold model and post-processing, no training). Without
---data, a synthetic set is generated and a small search runs in minutes.
+Trains configurations of a space (crop size, width, depth, model, nucleus
+scale; nucjax.train's defaults always among them) as Ray Tune trials on this
+machine or a Ray cluster (--address). With --time-budget, successive halving
+gives the budget to the best, then the winner is refit on group folds; the
+experiment folder holds results.csv, report.html and experiment.json.
 """
 
 from __future__ import annotations
@@ -21,57 +15,43 @@ import sys
 import time
 from pathlib import Path
 
-from nucjax.cli import DATA_HELP
+from nucjax.cli import DATA_HELP, help_formatter
+
+USAGE = "python -m search.run [--space NAME] [--data DIR] [--time-budget MIN] [--folds K] [options]"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m search.run",
-        description=__doc__.split("\n\n", 1)[1],
-        epilog=DATA_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--space", default="extended", help="standard, extended or simple (default: %(default)s)")
-    parser.add_argument("--data", type=Path, help="dataset folder (default: the synthetic set)")
-    parser.add_argument("--samples", type=int, help="trials to run (default: 6 on real data, 4 on the synthetic set)")
-    parser.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as the resources allow)")
-    parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="(default: %(default)s)")
-    parser.add_argument("--gpus-per-trial", type=float, default=0.0,
-                        help="fractions share a GPU; each trial's JAX then gets that share of its memory (default: %(default)s)")
-    parser.add_argument("--time-budget", type=float, help="minutes for the whole search; trials still running then are stopped")
-    parser.add_argument("--folds", type=int,
-                        help="group k-fold refit: after the search, its winner is trained once per fold (every "
-                             "acquisition group validated once, all at once as trials), scored out of fold, and the "
-                             "fold models become the experiment's ensemble; 0: no refit (default: 5 with --time-budget, "
-                             "else 0). The refit takes half the budget; where the other half holds no halving plan "
-                             "(--scheduler auto), it takes all of it, refitting nucjax.train's defaults")
-    parser.add_argument("--refit", type=Path, metavar="CONFIG_OR_TRIAL",
-                        help="no search: refit this on --folds folds (a search trial's folder, a checkpoint, a "
-                             "training run, or a JSON config)")
-    parser.add_argument("--scheduler", choices=("auto", "halving", "asha"), default="auto",
-                        help="halving: successive halving planned from --time-budget (a probe trial times a unit of "
-                             "training; many configurations start, the best continue from their checkpoints, the "
-                             "survivors train to the deadline); asha: Ray's ASHA, trials of --samples; auto (default): "
-                             "halving when there is a --time-budget, else asha")
-    parser.add_argument("--rung-steps", type=int, help="halving: training steps between reports (default: a quarter of the space's epoch)")
-    parser.add_argument("--grace-period", type=int, default=3, help="epochs before ASHA may stop a trial (default: %(default)s)")
-    parser.add_argument("--max-epochs", type=int, help="epochs of the longest trial (default: the space's)")
-    parser.add_argument("--search", choices=("random", "optuna"), default="random",
-                        help="random sampling, or Bayesian search with Optuna when installed (default: %(default)s)")
-    parser.add_argument("--storage", type=str, help="experiment folder, or a cloud URI a multi-node cluster shares (default: ./runs/<space>-<time>)")
-    parser.add_argument("--address", type=str, help="join a running Ray cluster ('auto' on its head node)")
+    parser = argparse.ArgumentParser(prog="python -m search.run", usage=USAGE, description=__doc__.split("\n\n", 1)[1],
+                                     epilog=DATA_HELP, formatter_class=help_formatter)
+    parser.add_argument("--space", default="extended", metavar="NAME", help="standard, extended or simple (%(default)s)")
+    parser.add_argument("--data", type=Path, metavar="DIR", help="dataset folder (default: the synthetic set)")
+    parser.add_argument("--time-budget", type=float, metavar="MIN", help="minutes for the whole experiment")
+    parser.add_argument("--folds", type=int, metavar="K",
+                        help="refit the winner on K group folds, as the ensemble (5 with --time-budget; 0: none)")
+    parser.add_argument("--refit", type=Path, metavar="PATH", help="no search: refit a trial, run, checkpoint or JSON config")
+    parser.add_argument("--samples", type=int, metavar="N", help="configurations without a budget (6; synthetic: 4)")
+    parser.add_argument("--scheduler", choices=("auto", "halving", "asha"), default="auto", metavar="NAME",
+                        help="halving (with a budget), asha, or auto (%(default)s)")
+    parser.add_argument("--rung-steps", type=int, metavar="N", help="halving: steps between reports")
+    parser.add_argument("--grace-period", type=int, default=3, metavar="N", help="asha: epochs before a stop (%(default)s)")
+    parser.add_argument("--max-epochs", type=int, metavar="N", help="epochs of the longest trial (the space's)")
+    parser.add_argument("--search", choices=("random", "optuna"), default="random", metavar="NAME",
+                        help="random, or optuna when installed (%(default)s)")
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="N", help="(%(default)s)")
+    parser.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="N", help="fractions share a GPU (%(default)s)")
+    parser.add_argument("--max-concurrent", type=int, metavar="N", help="trials at once (what the resources allow)")
+    parser.add_argument("--address", type=str, metavar="ADDR", help="join a Ray cluster ('auto' on its head node)")
+    parser.add_argument("--storage", type=str, metavar="DIR", help="experiment folder or cloud URI (runs/<space>-<time>)")
     parser.add_argument("--resume", action="store_true", help="resume the interrupted experiment in --storage")
-    parser.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial, from its last checkpoint (default: %(default)s)")
-    parser.add_argument("--keep-checkpoints", type=int, default=3,
-                        help="best checkpoints kept per trial, for ensembles of epochs (default: %(default)s)")
-    parser.add_argument("--split", choices=("group", "stratified"), default="group",
-                        help="group: validation and test hold out whole experiments (acquisition groups); "
-                             "stratified: a share of every image kind (default: %(default)s)")
-    parser.add_argument("--val-fraction", type=float, default=0.15, help="validation share of each image kind (default: %(default)s)")
-    parser.add_argument("--test-fraction", type=float, default=0.1, help="held-back test share, for ensemble.predict (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-failures", type=int, default=2, metavar="N", help="retries of a failed trial (%(default)s)")
+    parser.add_argument("--keep-checkpoints", type=int, default=3, metavar="N", help="best checkpoints per trial (%(default)s)")
+    parser.add_argument("--split", choices=("group", "stratified"), default="group", metavar="NAME",
+                        help="group (whole experiments) or stratified (%(default)s)")
+    parser.add_argument("--val-fraction", type=float, default=0.15, metavar="F", help="validation share (%(default)s)")
+    parser.add_argument("--test-fraction", type=float, default=0.1, metavar="F", help="held-back test share (%(default)s)")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="the split's and sampler's seed (%(default)s)")
     parser.add_argument("--strict", action="store_true", help="stop at the first skipped file instead of warning")
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Ray's own output (default: %(default)s)")
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), metavar="N", help="Ray's own output, 0-2 (%(default)s)")
     return parser.parse_args(argv)
 
 

@@ -10,7 +10,7 @@ The U-Net spaces vary what changes the model's view of the data: input
 size, width, depth, the model (extended: standard or multi-arm) and the
 nucleus diameter images are scaled to. How they learn (learning rate,
 schedule, loss, border weight, augmentation) stays at nucjax.train's
-defaults: the README's ablations found those choices within the noise,
+defaults: the ablations in docs/benchmarks.md found those choices within the noise,
 and a space that draws them spends its budget on a lottery. The first
 configuration of every search is `contender(space)`, nucjax.train's
 defaults, so a search can lose to plain training only through noise.
@@ -44,7 +44,7 @@ SIZES = ([128, 192, 256], [128, 256, 512])
 WIDTHS = ([16, 24, 32], [16, 32, 48])
 DEPTHS = [4, 5]
 # 24 px left the space: the survivors trained at it scored 0.14/0.12 on the held-out 512x640
-# experiments (16 px: 0.35-0.49), and 16 beat 20 there in 30-minute runs (README, Measured).
+# experiments (16 px: 0.35-0.49), and 16 beat 20 there in 30-minute runs (docs/benchmarks.md).
 DIAMETERS = [16.0, 16.0, 20.0]
 
 

@@ -80,7 +80,7 @@ def make_report_refresh(folder: Path, every_s: float = 20.0):
 SUBSET_IMAGES = 16
 UNITS_PER_EPOCH = 4
 #: How long (in the space's epochs) the last cut waits, its finalists ranked on the whole split. On the real
-#: set the learning curves cross until then: in two 60-minute ASHA searches (README, Measured) the whole-split
+#: set the learning curves cross until then: in two 60-minute ASHA searches (docs/benchmarks.md) the whole-split
 #: ranking after 150 steps put the winner 5th of 6 and 3rd of 5, after 300 steps first (of 5, and tied).
 SETTLE_EPOCHS = 2
 #: The least steps of a probe's unit (search.trainable.probe_trial).

@@ -27,16 +27,18 @@ def test_one_checkpoint_gives_the_same_submission_through_both_commands(tiny_run
     assert one == (tmp_path / "ensemble.csv").read_bytes() and one.count(b"\n") > len(load_dataset(tiny_root).samples)
 
 
-def test_the_readme_python_example_runs(tiny_run, tiny_samples, tmp_path, capsys):
+@pytest.mark.parametrize("page", [README, README.parent / "docs" / "getting-started.md"], ids=["README", "getting-started"])
+def test_the_readme_python_example_runs(page, tiny_run, tiny_samples, tmp_path, capsys):
     import cv2
 
-    code = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
+    code = re.search(r"```python\n(.*?)```", page.read_text(), re.S).group(1)
     image_path = re.search(r'read_image\("([^"]+)"\)', code).group(1)
     if not (README.parent / image_path).is_file():  # no ../shared here: any image will do
         image_path = str(tmp_path / "image.png")
         cv2.imwrite(image_path, tiny_samples[0].image[..., ::-1])
-    code = code.replace('"runs/train"', repr(str(tiny_run))).replace(re.search(r'read_image\("([^"]+)"\)', code).group(1), image_path)
-    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    run = re.search(r'Segmenter\.load\("([^"]+)"\)', code).group(1)
+    code = code.replace(f'"{run}"', repr(str(tiny_run))).replace(re.search(r'read_image\("([^"]+)"\)', code).group(1), image_path)
+    exec(compile(code, page.name, "exec"), {"__name__": "readme"})
     assert re.fullmatch(r"\d+ nuclei; \(\d+, \d+, 2\)", capsys.readouterr().out.strip())
 
 

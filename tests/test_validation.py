@@ -29,7 +29,7 @@ def scaled_run(tmp_path_factory):
     # Every epoch is kept, so each one can be checked. The inputs' smoothing is the default's 1 px for
     # 16-px nuclei, scaled to these 10-px ones; no grain in a 100-step run.
     train_main(["--data", str(root), "--out", str(run), "--size", "32", "--depth", "2", "--base-filters", "8",
-                "--epochs", "4", "--steps-per-epoch", "25", "--batch-size", "4", "--lr", "0.01", "--warmup-steps", "5",
+                "--epochs", "4", "--steps-per-epoch", "25", "--batch-size", "4", "--lr", "0.01",
                 "--diameter", "10", "--smooth", "0.6", "--noise", "0", "--val-fraction", "0.3", "--split", "stratified",
                 "--max-to-keep", "4"])
     return root, run
