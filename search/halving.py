@@ -155,7 +155,7 @@ def full_every(full_s: float, train_s: float) -> int:
 
 def plan_halving(budget_s: float, slots: int, unit_steps: int, unit_s: float, start_s: float, eta: int = 3,
                  max_rounds: int = 6, spent_s: float = 0.0, first_units: int = 1, subset_s: float = 0.0,
-                 full_s: float = 0.0, settle_units: int = 0) -> HalvingPlan:
+                 full_s: float = 0.0, settle_units: int = 0, most_configs: int | None = None) -> HalvingPlan:
     """The plan for the budget left (seconds), `slots` trials at a time,
     units of unit_steps steps taking unit_s seconds each (training, the
     subset validation of subset_s seconds and the report) and start_s
@@ -166,17 +166,21 @@ def plan_halving(budget_s: float, slots: int, unit_steps: int, unit_s: float, st
     trains (enough steps to be past the learning-rate warm-up, or every
     score there is noise); settle_units: how long the last cut waits (its
     finalists ranked on the whole split, when given), until the learning
-    curves have stopped crossing. PlanError when not even slots * eta
+    curves have stopped crossing. most_configs: how many distinct
+    configurations the space can draw (at least slots * eta start, repeats
+    where it has fewer). PlanError when not even slots * eta
     configurations fit, naming the smallest whole budget that works, with
     the spent_s already gone (the probe)."""
     if slots < 1 or eta < 2 or unit_s <= 0 or unit_steps < 1:
         raise ValueError("slots must be >= 1, eta >= 2, unit_steps >= 1 and unit_s > 0")
     every = full_every(full_s, unit_s - subset_s) if full_s else 1
     cut_whole = settle_units > 0 and full_s > 0
+    most = slots * eta**max_rounds if most_configs is None else max(slots * eta, min(most_configs, slots * eta**max_rounds))
+    most -= most % slots
 
     def fitting(budget: float) -> HalvingPlan | None:
         slot_seconds = budget * slots * PLANNED_SHARE
-        for first_configs in range(slots * eta**max_rounds, slots * eta - 1, -slots):
+        for first_configs in range(most, slots * eta - 1, -slots):
             pruning = _pruning_rungs(first_configs, slots, eta, first_units, settle_units)
             cut = pruning[-1].units
             plan = HalvingPlan(tuple(pruning + [Rung(slots, cut)]), unit_steps, unit_s, start_s, slots, eta, subset_s,

@@ -32,6 +32,8 @@ post-processing is calibrated on validation after every epoch.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from ray import tune
 from ray.tune.search.sample import Categorical, Domain
@@ -120,23 +122,36 @@ def contender(space: dict) -> dict:
     return point
 
 
-def first_configurations(space: dict, count: int, seed: int) -> list[dict]:
+def first_configurations(space: dict, count: int, seed: int, affordable=None) -> list[dict]:
     """The varied values of a search's first `count` configurations: the
     contender, then draws of the space (fixed by the seed), each new while
     the space has new ones: a repeat would spend a rung's slot on a score
-    it already has."""
+    it already has. affordable(point), when given, keeps out the draws a
+    rung could not train (search.trainable.affordable)."""
     rng = np.random.default_rng(seed)
     varied = {key: value for key, value in space.items() if isinstance(value, Domain)}
     chosen, seen, tries = [contender(space)], set(), 0
     seen.add(_key(chosen[0]))
-    while len(chosen) < count:
+    while len(chosen) < count and tries < 100 * count:
         point = {key: value.sample(random_state=rng) for key, value in varied.items()}
         tries += 1
-        if _key(point) in seen and tries < 100 * count:
+        if _key(point) in seen or (affordable is not None and not affordable(point)):
             continue
         seen.add(_key(point))
         chosen.append(point)
-    return chosen[:count]
+    # A space with fewer new points than count repeats the ones it has, in order.
+    return [chosen[i % len(chosen)] for i in range(count)]
+
+
+def distinct_points(space: dict, affordable=None) -> int | None:
+    """How many distinct configurations a space can draw (those affordable,
+    when given), or None where a varied key is continuous."""
+    varied = {key: value for key, value in space.items() if isinstance(value, Domain)}
+    if not all(isinstance(value, Categorical) for value in varied.values()):
+        return None
+    points = {_key(dict(zip(varied, values))): dict(zip(varied, values))
+              for values in itertools.product(*(value.categories for value in varied.values()))}
+    return sum(1 for point in points.values() if affordable is None or affordable(point))
 
 
 def _key(point: dict) -> tuple:

@@ -17,8 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from ray.tune.search.sample import Domain
+
 from nucjax.models.memory import multiply_adds
 from search.halving import SurvivorPace
+from search.spaces import contender
 
 #: What a trial reports each epoch, besides its config.
 METRICS = ("score", "loss", "epoch", "epochs", "foreground", "images_per_s")
@@ -27,6 +30,10 @@ RANK_SCORE = "rank_score"
 #: A step's time grows as its multiply-adds times (REFERENCE_WIDTH / width) ** WIDTH_EFFICIENCY less: measured
 #: (bench/unit_cost.py, 2-core Xeon) widths 24 and 32 took 0.75 and 0.64 of their multiply-adds' ratio to width 16.
 REFERENCE_WIDTH, WIDTH_EFFICIENCY = 16, 0.6
+#: The fewest steps a configuration may train per unit to be drawn. In the 60-minute search of 2026-12-05
+#: (docs/benchmarks.md) the draws that trained 2-9 steps per unit scored 0.01-0.25 at the first rung, by how
+#: they were initialised, and took 84-293 core-seconds to start and compile a 42-second unit.
+MIN_UNIT_STEPS = 16
 
 
 def experiment_config(params: dict, device_bytes: int | None = None):
@@ -66,6 +73,21 @@ def step_cost(config) -> float:
     size = config.inputs.size
     efficiency = (REFERENCE_WIDTH / config.model.base_filters) ** WIDTH_EFFICIENCY
     return float(config.train.batch_size * multiply_adds(config.model, size, size) * efficiency)
+
+
+def affordable(space: dict, unit_steps: int):
+    """Whether a point of the space (its varied values) trains at least
+    MIN_UNIT_STEPS steps in a unit of unit_steps of its contender's steps
+    (search.spaces.contender), the work every configuration's unit gets;
+    the contender itself always. Costs at the CPU's batch of 8: on a GPU,
+    where the batch follows memory, a guide."""
+    constants = {key: value for key, value in space.items() if not isinstance(value, Domain)}
+
+    def cost(point: dict) -> float:
+        return step_cost(experiment_config({**constants, **point}))
+
+    most = max(unit_steps / MIN_UNIT_STEPS, 1.0) * cost(contender(space))  # the contender always
+    return lambda point: cost(point) <= most
 
 
 def equal_time_units(config, halving):

@@ -125,8 +125,8 @@ def plan_search(args, ray, train, val, space: dict, deadline: float, groups: dic
 
     from nucjax.train.film import FILM_IMAGES
     from search.halving import HalvingTrial, plan_halving, validation_subset
-    from search.spaces import contender
-    from search.trainable import probe_trial, trial_environment
+    from search.spaces import contender, distinct_points
+    from search.trainable import affordable, probe_trial, trial_environment
 
     subset = validation_subset([groups[s.image_id] for s in val], max(SUBSET_IMAGES, FILM_IMAGES), FILM_IMAGES)
     epoch_steps = int(space.get("steps_per_epoch", 100))
@@ -148,12 +148,16 @@ def plan_search(args, ray, train, val, space: dict, deadline: float, groups: dic
     full_s = predicted_s * sum(pixels) / sum(pixels[i] for i in subset)
     unit_steps = args.rung_steps or max(least_steps, math.ceil(max(MIN_UNIT_TRAIN_S, 2 * subset_s) / step_s))
     settle_units = max(1, round(SETTLE_EPOCHS * epoch_steps / unit_steps))
+    # Only the configurations a unit can train are drawn (make_tuner), and no more start than there are.
+    unet = space.get("model") != "simple"
+    distinct = distinct_points(space, affordable(space, unit_steps)) if unet else None
     plan = plan_halving(deadline - time.monotonic(), count, unit_steps, unit_steps * step_s + subset_s + REPORT_S,
                         start_s + TRIAL_START_S, spent_s=time.monotonic() - args.started, subset_s=subset_s, full_s=full_s,
-                        settle_units=settle_units)
+                        settle_units=settle_units, most_configs=distinct)
     # Trials stop a little before Tune's deadline, so their last validation and report land.
     wall_deadline = time.time() + deadline - time.monotonic() - DEADLINE_MARGIN_S
-    return plan, HalvingTrial.of(plan, subset, wall_deadline, plan.unit_steps * probed["step_cost"]), probed
+    return plan, HalvingTrial.of(plan, subset, wall_deadline, plan.unit_steps * probed["step_cost"]), {
+        **probed, "affordable_configurations": distinct}
 
 
 def resumed_halving(folder: Path, recorded: dict):
@@ -186,7 +190,7 @@ def make_tuner(args, storage: str, smoke: bool, train, val, space: dict, halving
 
     from search.scheduler import HalvingScheduler
     from search.spaces import first_configurations
-    from search.trainable import RANK_SCORE, run_trial, trial_environment
+    from search.trainable import RANK_SCORE, affordable, run_trial, trial_environment
 
     environment = trial_environment(args.cpus_per_trial, args.gpus_per_trial)
     # The split travels in every trial's config, so nucjax.predict --split val finds the trial's validation images.
@@ -229,7 +233,8 @@ def make_tuner(args, storage: str, smoke: bool, train, val, space: dict, halving
     # nucjax.train's defaults first, then distinct draws (the same for the same --seed): a search can lose
     # to plain training only through noise.
     unet = space.get("model") != "simple"
-    points = first_configurations(space, samples, args.seed) if unet else None
+    points = first_configurations(space, samples, args.seed,
+                                  affordable(space, plan.unit_steps) if plan is not None else None) if unet else None
     search_alg = BasicVariantGenerator(points_to_evaluate=points, random_state=args.seed)
     if args.search == "optuna":
         try:
@@ -388,6 +393,7 @@ def run_search(args, storage: str, smoke: bool, data) -> str:
     from nucjax.config import ExperimentConfig, to_params
     from search.refit import REFIT_SHARE, RefitError, fold_params, refit, target_params
     from search.spaces import search_space
+    from search.trainable import MIN_UNIT_STEPS
 
     from nucjax.data.split import run_groups
 
@@ -445,6 +451,9 @@ def run_search(args, storage: str, smoke: bool, data) -> str:
         how["halving"] = {"plan": plan_record(plan), "subset": list(trial.subset), "subset_until": trial.subset_until,
                           "unit_cost": trial.unit_cost,
                           "setup_seconds": time.monotonic() - args.started, "probe": probed}
+        if probed["affordable_configurations"] is not None:
+            print(f"{probed['affordable_configurations']} distinct configurations of the space train at least "
+                  f"{MIN_UNIT_STEPS} steps per unit; others are not drawn", flush=True)
         print(plan.describe(), flush=True)
     experiment = Experiment(Path(local or "."), root, args.space, SEARCH_SMOKE if smoke else None, args.split,
                             args.val_fraction, args.test_fraction, args.seed,

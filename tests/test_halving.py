@@ -259,3 +259,13 @@ def test_a_survivor_re_planned_after_every_unit_ends_close_to_the_deadline():
     paced, paced_units = _survive(trial, 90.0, 60.0, 50.0, 1_000.0, replan_every_unit=True)
     assert deadline - once > 4 * 60.0  # four units and more left unused
     assert 0.0 <= deadline - paced < 60.0 + 50.0 and paced_units >= once_units + 4
+
+
+def test_a_plan_starts_no_more_configurations_than_the_space_holds():
+    assert [r.configs for r in plan_halving(3600, 2, 37, 30.0, 10.0).rungs] == [36, 12, 4, 2]
+    capped = plan_halving(3600, 2, 37, 30.0, 10.0, most_configs=13)  # whole slots: 12
+    assert [r.configs for r in capped.rungs] == [12, 4, 2]
+    # The survivors get the time the configurations left out would have taken.
+    assert capped.rungs[-1].units > plan_halving(3600, 2, 37, 30.0, 10.0).rungs[-1].units
+    # Fewer than one halving needs (slots * eta): that many start, some twice.
+    assert plan_halving(3600, 2, 37, 30.0, 10.0, most_configs=2).rungs[0].configs == 6

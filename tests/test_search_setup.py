@@ -222,3 +222,31 @@ def test_a_search_starts_from_the_contender_and_never_trains_a_configuration_twi
     assert points[0] == contender(space) and len(points) == 12
     assert len({tuple(sorted(p.items())) for p in points}) == 12
     assert first_configurations(space, 12, seed=3) == points and first_configurations(space, 12, seed=4) != points
+
+
+def test_a_search_draws_only_configurations_its_units_can_train():
+    """At the 60-minute CPU search's unit (37 steps of the contender), a 256-px
+    multi-arm U-Net of 32 filters would train 1-2 steps per unit: it is not
+    drawn; every draw trains at least MIN_UNIT_STEPS, the draws are distinct
+    and as many as the space holds; a long unit allows the whole space, and
+    a unit shorter than MIN_UNIT_STEPS still allows the contender."""
+    from search.halving import HalvingTrial
+    from search.spaces import contender, distinct_points, first_configurations, search_space
+    from search.trainable import MIN_UNIT_STEPS, affordable, experiment_config, step_cost
+
+    space = search_space("extended")
+    affordable_37 = affordable(space, 37)
+    assert not affordable_37({"model": "extended", "size": 256, "base_filters": 32, "depth": 5, "diameter": 16.0})
+    count = distinct_points(space, affordable_37)
+    assert 2 < count < distinct_points(space) == 72
+    points = first_configurations(space, count, seed=0, affordable=affordable_37)
+    assert points[0] == contender(space) and len({tuple(sorted(p.items())) for p in points}) == count
+    halving = HalvingTrial((0,), 1, unit_cost=37 * step_cost(experiment_config(contender(space))))
+    for point in points:
+        assert halving.unit_steps(step_cost(experiment_config(point)), 37) >= MIN_UNIT_STEPS, point
+    # Asked for more than the space holds, the draws repeat in order rather than add an unaffordable one.
+    assert first_configurations(space, count + 2, seed=0, affordable=affordable_37)[count:] == points[:2]
+    assert distinct_points(space, affordable(space, 100 * MIN_UNIT_STEPS)) == 72
+    assert distinct_points(space, affordable(space, MIN_UNIT_STEPS // 2)) >= 1
+    assert affordable(space, MIN_UNIT_STEPS // 2)(contender(space))
+    assert distinct_points(search_space("simple")) is None  # continuous thresholds: no count
