@@ -97,7 +97,7 @@ def run(args) -> None:
         if not calibration:
             warn("no labelled validation images to re-calibrate on; using the best member's settings")
     candidates, plans, log = ensemble_plans(models, calibration, args.ensemble, {"scale": args.scale, "tta": args.tta, "scale_by": args.scale_by,
-                                                                            "scales": args.scales},
+                                                                            "scales": args.scales or (1.0,)},
                                             lambda items, description: progress(items, len(items), description))
     if log:
         print("greedy selection on validation:\n  " + "\n  ".join(log), file=sys.stderr)
@@ -108,7 +108,8 @@ def run(args) -> None:
           + ", ".join(m.name for m in chosen.segmenter.models), file=sys.stderr)
     if experiment is not None and calibration and args.checkpoints is None:
         segmenter = chosen.segmenter
-        experiment.write_ensemble([m.path for m in segmenter.models], segmenter.combine, segmenter.quorum, asdict(segmenter.postprocess))
+        experiment.write_ensemble([m.path for m in segmenter.models], segmenter.combine, segmenter.quorum, asdict(segmenter.postprocess),
+                                  segmenter.scales)
 
     compared = experiment.folder if experiment is not None and args.checkpoints is None else None
     predict_plans(args, experiment, models, candidates, plans, compared)
@@ -132,8 +133,9 @@ def predict_plans(args, experiment, models, candidates, plans, compared) -> None
 
 def run_folds(args, experiment) -> None:
     """The fold models of a refit, as one ensemble: post-processing calibrated
-    on their pooled out-of-fold maps (the refit's, or made again here when the
-    scale or TTA differ from what it calibrated with), then predicted as run() does."""
+    on their pooled out-of-fold maps (the refit's, at the multi-scale factors
+    it chose, or made again here when the scale, TTA or --scales differ from
+    what it calibrated with), then predicted as run() does."""
     from dataclasses import replace
 
     from ensemble.images import experiment_data
@@ -147,9 +149,11 @@ def run_folds(args, experiment) -> None:
 
     models = [load_model(p, args.backend) for p in experiment.fold_checkpoints()]
     print(f"{counted(len(models), 'fold model')}: " + ", ".join(f"{m.name} ({m.score:.4f})" for m in models), file=sys.stderr)
-    options = {"scale": args.scale, "tta": args.tta, "scale_by": args.scale_by, "scales": args.scales}
-    stored = (experiment.folds.get("ensemble") or {}).get("postprocess")
-    if stored and not args.tta and args.scale == "model" and args.scale_by == "acquisition" and args.scales == (1.0,):
+    refit = experiment.folds.get("ensemble") or {}
+    refit_scales = tuple(refit.get("scales") or (1.0,))
+    options = {"scale": args.scale, "tta": args.tta, "scale_by": args.scale_by, "scales": args.scales or refit_scales}
+    stored = refit.get("postprocess")
+    if stored and not args.tta and args.scale == "model" and args.scale_by == "acquisition" and options["scales"] == refit_scales:
         postprocess = PostprocessConfig(**stored)
     elif args.no_calibrate:
         postprocess = None
@@ -159,9 +163,11 @@ def run_folds(args, experiment) -> None:
         print(f"pooled out-of-fold calibration over {len(found.image_ids)} images: {found.score:.4f}", file=sys.stderr)
         postprocess = found.postprocess
     candidates, plans = fold_plans(models, postprocess, replace(args.ensemble, select="all"), options)
-    print(f"fold ensemble, {args.combine}{' with TTA' if args.tta else ''}, {describe(candidates.postprocess)}", file=sys.stderr)
+    multi = f" at scales {','.join(f'{f:g}' for f in options['scales'])}" if len(options["scales"]) > 1 else ""
+    print(f"fold ensemble, {args.combine}{' with TTA' if args.tta else ''}{multi}, {describe(candidates.postprocess)}", file=sys.stderr)
     chosen = plans[0].segmenter
-    experiment.write_ensemble([m.path for m in chosen.models], chosen.combine, chosen.quorum, asdict(chosen.postprocess))
+    experiment.write_ensemble([m.path for m in chosen.models], chosen.combine, chosen.quorum, asdict(chosen.postprocess),
+                              chosen.scales)
     predict_plans(args, experiment, models, candidates, plans, experiment.folder)
 
 

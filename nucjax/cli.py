@@ -153,8 +153,8 @@ def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
     predicting.add_argument("--scale-by", choices=("acquisition", "image"), default="acquisition", metavar="HOW",
                             help="auto scale per acquisition or per image (%(default)s)")
     predicting.add_argument("--tta", action="store_true", help="average over the 8 flips and rotations (8x slower)")
-    predicting.add_argument("--scales", default="1", metavar="F,F,...",
-                            help="multi-scale TTA, median of the maps, e.g. 0.75,1,1.5 (%(default)s)")
+    predicting.add_argument("--scales", metavar="F,F,...",
+                            help="multi-scale TTA, median of the maps, e.g. 0.75,1,1.5 (1; a fold ensemble: its refit's choice)")
     predicting.add_argument("--backend", choices=("jax", "onnx"), default="jax", metavar="NAME",
                             help="jax, or onnx (ONNX Runtime; the export extra) (%(default)s)")
 
@@ -176,9 +176,12 @@ def planned_for(segmenter, sources):
     return segmenter.planned(progress(folder_images(sources), len(sources), "sizing nuclei"))
 
 
-def checked_scales(parser: argparse.ArgumentParser, value: str) -> tuple[float, ...]:
+def checked_scales(parser: argparse.ArgumentParser, value: str | None) -> tuple[float, ...] | None:
+    """--scales as factors; None when not given (the command's own default)."""
     from nucjax.segmenter import parse_scales
 
+    if value is None:
+        return None
     try:
         return parse_scales(value)
     except ValueError as err:

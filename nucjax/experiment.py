@@ -131,10 +131,13 @@ class Experiment:
             raise ExperimentError(f"{self.folder}: fold checkpoints missing: {', '.join(missing)}")
         return found
 
-    def write_ensemble(self, members: list[Path], combine: str, quorum: int | None, postprocess: dict) -> Path:
+    def write_ensemble(self, members: list[Path], combine: str, quorum: int | None, postprocess: dict,
+                       scales: tuple[float, ...] = (1.0,)) -> Path:
+        """ensemble.json: the members, how their maps combine, the post-processing
+        calibrated for them and the multi-scale factors it was calibrated at."""
         path = self.folder / ENSEMBLE_FILE
         path.write_text(json.dumps({"members": [str(m) for m in members], "combine": combine, "quorum": quorum,
-                                    "postprocess": postprocess}, indent=2))
+                                    "postprocess": postprocess, "scales": list(scales)}, indent=2))
         return path
 
     def read_ensemble(self) -> dict | None:

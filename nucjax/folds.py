@@ -6,7 +6,9 @@ other fold holds: pooled, their per-image scores cover every image outside
 the held-back test set once, each scored by a model that never trained on
 its experiment (out_of_fold). The fold models together are the ensemble;
 its post-processing is calibrated on the pooled out-of-fold maps, each
-image's map from the one model that did not see it (fold_ensemble).
+image's map from the one model that did not see it (fold_ensemble), at
+one scale or, where the pooled score says so beyond the noise, at several
+(multi-scale test-time augmentation: chosen_fold_ensemble).
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from nucjax.data.split import image_kind
-from nucjax.metrics import image_score, mean_by
+from nucjax.metrics import Gain, image_score, mean_by, paired_gain
 from nucjax.postprocess import PostprocessConfig, calibrate
-from nucjax.segmenter import LabelledMaps, Model, Segmenter, ensemble_postprocess, labelled_maps
+from nucjax.segmenter import LabelledMaps, Model, Segmenter, ensemble_postprocess, scales_median
 
 
 def out_of_fold(members: list[tuple[int, dict]]) -> dict:
@@ -60,6 +62,7 @@ class FoldEnsemble:
     postprocess: PostprocessConfig
     image_ids: tuple[str, ...]
     image_scores: tuple[float, ...]
+    scales: tuple[float, ...] = (1.0,)  # the multi-scale factors its maps were made at
 
     @property
     def score(self) -> float:
@@ -86,13 +89,69 @@ def fold_ensemble(models: list[Model], samples, options: dict | None = None,
     validation did), and one post-processing is tuned on all of them.
     One map per image, so every combination (mean, intersect, vote) of the
     members gets the same calibration. options: Segmenter fields (scale,
-    scale_by, tta)."""
-    options = options or {}
-    base = ensemble_postprocess(models)
-    parts, ids = [], []
+    scale_by, tta, scales)."""
+    scales = tuple((options or {}).get("scales", (1.0,)))
+    return fold_ensembles(models, samples, options, (scales,), progress)[0]
+
+
+#: The multi-scale factors a refit tries against one scale (the DSB2018 2nd place's kind of
+#: agreement filter): 0.75 and 1.5 of each image's scale, beside the scale itself.
+MULTI_SCALES = (0.75, 1.0, 1.5)
+
+
+def kept_candidate(scores: list[tuple[float, ...]], confidence: float = 0.9) -> tuple[int, list[Gain | None]]:
+    """(the index of the candidate to keep, each candidate's paired gain over
+    the first): candidates are per-image scores on the same images, the first
+    the plain one. A later candidate is kept only when its gain is beyond the
+    noise (the whole paired-bootstrap interval above zero), the largest such
+    gain if several; else the first, since a choice on noise loses on
+    unseen images."""
+    gains = [None] + [paired_gain(other, scores[0], confidence) for other in scores[1:]]
+    beyond = [i for i, gain in enumerate(gains) if gain is not None and gain.significant]
+    return (max(beyond, key=lambda i: gains[i].mean) if beyond else 0), gains
+
+
+def fold_ensembles(models: list[Model], samples, options: dict | None = None,
+                   candidates: tuple[tuple[float, ...], ...] = ((1.0,), MULTI_SCALES),
+                   progress=lambda items, description: items) -> list[FoldEnsemble]:
+    """The fold ensemble at each of `candidates` (multi-scale factors), each
+    calibrated on its own pooled out-of-fold maps. Each model predicts its
+    fold once, at every factor any candidate names; a candidate's maps are
+    the median of its factors' (as Segmenter.member_maps makes them)."""
+    options = {key: value for key, value in (options or {}).items() if key != "scales"}
+    every = tuple(sorted({factor for scales in candidates for factor in scales}))
+    parts, ids = [[] for _ in candidates], []
     for model, own in zip(models, fold_samples(models, samples)):
-        segmenter = Segmenter.of([model], ensemble=True, **options)
-        parts.append((segmenter, labelled_maps(segmenter, own, progress)))
+        segmenter = Segmenter.of([model], ensemble=True, scales=every, **options)
+        planned = segmenter.planned(progress([s.image for s in own], "sizing nuclei"))
+        items = [[] for _ in candidates]
+        for sample in progress(own, "out-of-fold maps"):
+            working, (at_scales,) = planned.scale_maps(sample.image)
+            for item, scales in zip(items, candidates):
+                chosen = scales_median([at_scales[every.index(factor)] for factor in scales])
+                item.append(LabelledMaps(sample.image, sample.labels, working, [chosen]))
+        for part, item, scales in zip(parts, items, candidates):
+            part.append((segmenter.replace(scales=scales), item))
         ids += [s.image_id for s in own]
-    postprocess, scores = pooled_calibration(parts, base)
-    return FoldEnsemble(postprocess, tuple(ids), tuple(scores))
+    base = ensemble_postprocess(models)
+    found = []
+    for part, scales in zip(parts, candidates):
+        postprocess, scores = pooled_calibration(part, base)
+        found.append(FoldEnsemble(postprocess, tuple(ids), tuple(scores), tuple(scales)))
+    return found
+
+
+def chosen_fold_ensemble(models: list[Model], samples, options: dict | None = None,
+                         candidates: tuple[tuple[float, ...], ...] = ((1.0,), MULTI_SCALES),
+                         progress=lambda items, description: items) -> tuple[FoldEnsemble, list[dict]]:
+    """The fold ensemble at the first of `candidates` (multi-scale factors,
+    the first plain) unless another beats it on the pooled out-of-fold score
+    beyond the noise (fold_ensembles, kept_candidate). Returns (the kept
+    FoldEnsemble, one record per candidate: scales, score, gain over the
+    first, kept)."""
+    found = fold_ensembles(models, samples, options, candidates, progress)
+    kept, gains = kept_candidate([f.image_scores for f in found])
+    tried = [{"scales": list(f.scales), "score": f.score, "kept": i == kept,
+              **({"gain": gain.mean, "low": gain.low, "high": gain.high} if gain is not None else {})}
+             for i, (f, gain) in enumerate(zip(found, gains))]
+    return found[kept], tried

@@ -58,7 +58,7 @@ def main(argv=None) -> None:
 
     try:
         segmenter = Segmenter.load(args.checkpoint, args.backend, scale=args.scale, tta=args.tta, scale_by=args.scale_by,
-                                   scales=args.scales)
+                                   scales=args.scales or (1.0,))
     except CheckpointError as err:
         fail(str(err))
     if args.postprocess != "default":

@@ -254,7 +254,9 @@ class Segmenter:
         ONNX weights. backend: 'jax' or 'onnx' (ONNX Runtime, the export
         extra), see BACKENDS.
 
-        options: combine, quorum, scale, tta. Raises CheckpointError or
+        options: combine, quorum, scale, tta, scales (an experiment's
+        ensemble keeps the scales it was calibrated at unless given).
+        Raises CheckpointError or
         ExperimentError naming what could not be used.
         """
         from nucjax.experiment import is_experiment, read_experiment
@@ -267,7 +269,8 @@ class Segmenter:
             if plan is None:
                 return cls.of([load_model(experiment.best_checkpoint(), backend)], **options)
             models = [load_model(p, backend) for p in plan["members"]]
-            settings = {"combine": plan["combine"], "quorum": plan.get("quorum"), "ensemble": True, **options}
+            settings = {"combine": plan["combine"], "quorum": plan.get("quorum"), "ensemble": True,
+                        "scales": tuple(plan.get("scales") or (1.0,)), **options}
             return cls.of(models, PostprocessConfig(**plan["postprocess"]), **settings)
         return cls.of([load_model(path, backend)], **options)
 
@@ -332,7 +335,14 @@ class Segmenter:
 
     def member_maps(self, image: np.ndarray) -> tuple[float, list[np.ndarray]]:
         """(working scale, every model's (h, w, K) maps at that scale) for
-        an (H, W, 3) uint8 image."""
+        an (H, W, 3) uint8 image: with several scales, the median of each
+        model's maps at them (scale_maps)."""
+        working, at_scales = self.scale_maps(image)
+        return working, [scales_median(maps) for maps in at_scales]
+
+    def scale_maps(self, image: np.ndarray) -> tuple[float, list[list[np.ndarray]]]:
+        """(working scale, every model's maps at each of self.scales, each
+        brought to the working size), before the median that member_maps takes."""
         mode = self.scale_mode()
         first = self.models[0]
         cache: dict = {}
@@ -360,7 +370,7 @@ class Segmenter:
                 else:
                     found = model.maps(inputs_of(model), scale * factor, self.tta)
                 at_scales.append(found if found.shape[:2] == shape else resize_image(found, shape))
-            maps.append(at_scales[0] if len(at_scales) == 1 else np.median(np.stack(at_scales), axis=0).astype(np.float32))
+            maps.append(at_scales)
         return working, maps
 
     def combined(self, maps: list[np.ndarray], models=None) -> np.ndarray:
@@ -395,6 +405,12 @@ class Segmenter:
         """(the working scale the image was segmented at, segment's labels)."""
         scale, maps = self.member_maps(image)
         return scale, self.labels(image, scale, self.combined(maps))
+
+
+def scales_median(maps: list[np.ndarray]) -> np.ndarray:
+    """One model's maps at several scales (same size) as one: their median,
+    so a pixel is nucleus where most scales agree; one map is itself."""
+    return maps[0] if len(maps) == 1 else np.median(np.stack(maps), axis=0).astype(np.float32)
 
 
 EMPTY = np.zeros((1, 1), np.int32)  # an unreadable image's prediction: one empty row

@@ -587,6 +587,12 @@ def _folds_section(folder: Path, record: dict) -> str:
     out += _table([("image kind", False), ("out-of-fold score", True)], [[k, v] for k, v in oof["by_kind"].items()], css="")
     out += _table([("fold", True), ("images", True), ("score", True)],
                   [[f["fold"], f["images"], f["score"]] for f in oof["folds"]], css="")
+    tried = (record.get("ensemble") or {}).get("tried")
+    if tried:  # multi-scale test-time augmentation, kept only beyond the noise
+        out += _table([("ensemble at scales", False), ("pooled out-of-fold", True), ("gain over one scale", False), ("kept", False)],
+                      [[",".join(f"{f:g}" for f in entry["scales"]), entry["score"],
+                        f"{entry['gain']:+.4f} ({entry['low']:+.4f} to {entry['high']:+.4f})" if "gain" in entry else "",
+                        "yes" if entry["kept"] else ""] for entry in tried], css="")
     out += _table([("acquisition group", False), ("out-of-fold score", True)], [[k, v] for k, v in oof["by_group"].items()], css="")
     return out
 

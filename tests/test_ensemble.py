@@ -221,6 +221,26 @@ def test_the_latest_experiment_is_found_and_its_absence_explained(tmp_path):
     assert latest_experiment(tmp_path / "runs") == new
 
 
+def test_an_experiments_ensemble_predicts_at_the_scales_it_was_calibrated_at(tiny_run, tmp_path):
+    """ensemble.json records the multi-scale factors its post-processing was
+    calibrated at (a refit keeps them only beyond the noise): loading the
+    experiment uses them unless told otherwise; one written before them, one scale."""
+    from dataclasses import asdict
+
+    from nucjax.segmenter import Segmenter
+
+    folder = fake_experiment(tmp_path / "exp", {"t": (0.1, ["checkpoint_000000"])})
+    experiment = read_experiment(folder)
+    members = [tiny_run / "checkpoints" / "epoch_0001", tiny_run / "checkpoints" / "epoch_0002"]
+    postprocess = asdict(Segmenter.load(members).postprocess)
+    experiment.write_ensemble(members, "mean", None, postprocess, (0.75, 1.0, 1.5))
+    assert Segmenter.load(folder).scales == (0.75, 1.0, 1.5)
+    assert Segmenter.load(folder, scales=(1.0,)).scales == (1.0,)
+    plan = json.loads((folder / "ensemble.json").read_text())
+    (folder / "ensemble.json").write_text(json.dumps({k: v for k, v in plan.items() if k != "scales"}))
+    assert Segmenter.load(folder).scales == (1.0,)
+
+
 @pytest.fixture(scope="module")
 def resize_checkpoint(tmp_path_factory):
     """An (untrained) member of another input size and mode than tiny_run's 32 px crops."""

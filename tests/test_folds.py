@@ -15,7 +15,7 @@ from nucjax.config import ExperimentConfig, from_params, to_params
 from nucjax.data import generate, image_kind, split_samples
 from nucjax.data.split import acquisition_groups, fold_assignment, fold_split, group_split
 from nucjax.data.synthetic import SEARCH_SMOKE
-from nucjax.folds import fold_ensemble, out_of_fold, pooled_calibration
+from nucjax.folds import chosen_fold_ensemble, fold_ensemble, kept_candidate, out_of_fold, pooled_calibration
 from nucjax.postprocess import PostprocessConfig
 
 
@@ -159,9 +159,29 @@ def test_the_fold_ensemble_calibrates_on_each_models_own_fold(tmp_path, tiny_sam
         assert results[-1].validated_images == len(val)
     found = fold_ensemble(models, tiny_samples)
     assert sorted(found.image_ids) == sorted(s.image_id for s in tiny_samples)
-    assert len(found.image_scores) == len(tiny_samples) and 0 <= found.score <= 1
+    assert len(found.image_scores) == len(tiny_samples) and 0 <= found.score <= 1 and found.scales == (1.0,)
+    # Tried at one scale and at several, each calibrated on its own pooled maps: the plain one
+    # is the same ensemble as above, and the one kept is the one kept_candidate names.
+    chosen, tried = chosen_fold_ensemble(models, tiny_samples, candidates=((1.0,), (0.5, 1.0, 2.0)))
+    assert [entry["scales"] for entry in tried] == [[1.0], [0.5, 1.0, 2.0]]
+    assert tried[0]["score"] == pytest.approx(found.score) and "gain" not in tried[0] and "gain" in tried[1]
+    assert tried[1]["score"] == pytest.approx(fold_ensemble(models, tiny_samples, {"scales": (0.5, 1.0, 2.0)}).score)
+    assert chosen.scales == tuple(tried[1]["scales"] if tried[1]["kept"] else tried[0]["scales"])
+    assert tried[1]["kept"] == (tried[1]["low"] > 0) and sum(entry["kept"] for entry in tried) == 1
     # The checkpoints' own validations pool into the out-of-fold score over the same images.
     stored = [json.loads((m.path / "checkpoint.json").read_text())["metrics"] for m in models]
     pooled = out_of_fold(list(enumerate(stored)))
     assert pooled["images"] == len(tiny_samples)
     assert set(pooled["by_kind"]) == {image_kind(s.image) for s in tiny_samples}
+
+
+def test_a_candidate_is_kept_over_the_plain_one_only_beyond_the_noise():
+    rng = np.random.default_rng(0)
+    plain = rng.uniform(0.2, 0.8, 200)
+    better = plain + 0.02 + rng.normal(0, 0.01, 200)  # a gain far above its noise
+    noisy = plain + rng.normal(0, 0.05, 200)  # a mean gain inside its interval
+    kept, gains = kept_candidate([plain, noisy, better])
+    assert kept == 2 and gains[0] is None and gains[2].low > 0 and gains[1].low <= 0 < gains[1].high
+    assert kept_candidate([plain, noisy])[0] == 0  # noise keeps the plain one
+    assert kept_candidate([plain, plain - 0.02])[0] == 0  # and so does a loss
+    assert kept_candidate([plain, better, better + 0.01])[0] == 2  # the larger of two real gains

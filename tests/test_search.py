@@ -181,6 +181,11 @@ def check_folds(cluster, storage: Path, data: str, output: str, cwd: Path) -> No
     assert f"out-of-fold score: {oof['score']:.4f} over {oof['images']} images in 2 folds" in output
     ensemble = json.loads((storage / "ensemble.json").read_text())
     assert sorted(ensemble["members"]) == sorted(f["checkpoint"] for f in folds) and ensemble["combine"] == "mean"
+    # One scale and the multi-scale candidate both calibrated on the pooled maps; the one kept is the ensemble's.
+    tried = record["search"]["folds"]["ensemble"]["tried"]
+    assert [entry["scales"] for entry in tried] == [[1.0], [0.75, 1.0, 1.5]] and "gain" in tried[1]
+    assert [entry["scales"] for entry in tried if entry["kept"]] == [ensemble["scales"]]
+    assert f"scales 1: {tried[0]['score']:.4f}" in output
 
 
 def check_report(cluster, storage: Path, cwd: Path) -> None:
