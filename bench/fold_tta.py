@@ -33,7 +33,7 @@ def main() -> None:
     from nucjax.experiment import read_experiment
     from nucjax.folds import fold_ensembles, kept_candidate
     from nucjax.metrics import mean_by
-    from nucjax.segmenter import load_model, parse_scales
+    from nucjax.segmenter import load_model, parse_scales, scales_text
 
     experiment = read_experiment(args.experiment)
     models = [load_model(p) for p in experiment.fold_checkpoints()]
@@ -44,7 +44,7 @@ def main() -> None:
     print(f"both candidates, as a refit makes them: {time.monotonic() - started:.0f} s")
     for ensemble in found:
         by_kind = mean_by(ensemble.image_scores, [kinds[i] for i in ensemble.image_ids])
-        print(f"scales {','.join(f'{f:g}' for f in ensemble.scales)}: pooled out-of-fold {ensemble.score:.4f} over "
+        print(f"scales {scales_text(ensemble.scales)}: pooled out-of-fold {ensemble.score:.4f} over "
               f"{len(ensemble.image_ids)} images ({', '.join(f'{k} {v:.4f}' for k, v in by_kind.items())})")
     kept, gains = kept_candidate([ensemble.image_scores for ensemble in found])
     print(f"gain of multi-scale: {gains[1]}; a refit keeps {'the multi-scale' if kept else 'the one-scale'} ensemble")

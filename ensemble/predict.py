@@ -145,7 +145,7 @@ def run_folds(args, experiment) -> None:
     from nucjax.data import load_dataset
     from nucjax.folds import fold_ensemble
     from nucjax.postprocess import PostprocessConfig
-    from nucjax.segmenter import load_model
+    from nucjax.segmenter import load_model, scales_text
 
     models = [load_model(p, args.backend) for p in experiment.fold_checkpoints()]
     print(f"{counted(len(models), 'fold model')}: " + ", ".join(f"{m.name} ({m.score:.4f})" for m in models), file=sys.stderr)
@@ -163,7 +163,7 @@ def run_folds(args, experiment) -> None:
         print(f"pooled out-of-fold calibration over {len(found.image_ids)} images: {found.score:.4f}", file=sys.stderr)
         postprocess = found.postprocess
     candidates, plans = fold_plans(models, postprocess, replace(args.ensemble, select="all"), options)
-    multi = f" at scales {','.join(f'{f:g}' for f in options['scales'])}" if len(options["scales"]) > 1 else ""
+    multi = f" at scales {scales_text(options['scales'])}" if len(options["scales"]) > 1 else ""
     print(f"fold ensemble, {args.combine}{' with TTA' if args.tta else ''}{multi}, {describe(candidates.postprocess)}", file=sys.stderr)
     chosen = plans[0].segmenter
     experiment.write_ensemble([m.path for m in chosen.models], chosen.combine, chosen.quorum, asdict(chosen.postprocess),

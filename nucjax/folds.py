@@ -20,7 +20,7 @@ import numpy as np
 from nucjax.data.split import image_kind
 from nucjax.metrics import Gain, image_score, mean_by, paired_gain
 from nucjax.postprocess import PostprocessConfig, calibrate
-from nucjax.segmenter import LabelledMaps, Model, Segmenter, ensemble_postprocess, scales_median
+from nucjax.segmenter import LabelledMaps, Model, Segmenter, ensemble_postprocess, labelled_scale_maps, scales_median
 
 
 def out_of_fold(members: list[tuple[int, dict]]) -> dict:
@@ -111,8 +111,7 @@ def kept_candidate(scores: list[tuple[float, ...]], confidence: float = 0.9) -> 
     return (max(beyond, key=lambda i: gains[i].mean) if beyond else 0), gains
 
 
-def fold_ensembles(models: list[Model], samples, options: dict | None = None,
-                   candidates: tuple[tuple[float, ...], ...] = ((1.0,), MULTI_SCALES),
+def fold_ensembles(models: list[Model], samples, options: dict | None, candidates: tuple[tuple[float, ...], ...],
                    progress=lambda items, description: items) -> list[FoldEnsemble]:
     """The fold ensemble at each of `candidates` (multi-scale factors), each
     calibrated on its own pooled out-of-fold maps. Each model predicts its
@@ -123,10 +122,8 @@ def fold_ensembles(models: list[Model], samples, options: dict | None = None,
     parts, ids = [[] for _ in candidates], []
     for model, own in zip(models, fold_samples(models, samples)):
         segmenter = Segmenter.of([model], ensemble=True, scales=every, **options)
-        planned = segmenter.planned(progress([s.image for s in own], "sizing nuclei"))
         items = [[] for _ in candidates]
-        for sample in progress(own, "out-of-fold maps"):
-            working, (at_scales,) = planned.scale_maps(sample.image)
+        for sample, working, (at_scales,) in labelled_scale_maps(segmenter, own, progress):
             for item, scales in zip(items, candidates):
                 chosen = scales_median([at_scales[every.index(factor)] for factor in scales])
                 item.append(LabelledMaps(sample.image, sample.labels, working, [chosen]))

@@ -96,6 +96,11 @@ def parse_scales(value) -> tuple[float, ...]:
     return factors
 
 
+def scales_text(scales) -> str:
+    """Multi-scale factors as parse_scales reads them: '0.75,1,1.5'."""
+    return ",".join(f"{factor:g}" for factor in scales)
+
+
 @dataclass(frozen=True)
 class Model:
     """One trained U-Net: its config (with calibrated post-processing) and
@@ -501,13 +506,18 @@ def labelled_maps(segmenter: Segmenter, samples, progress=lambda items, descript
     folder it is given), float32 (a coarser copy would move pixels across
     a threshold, and the score with them). progress(items, description)
     wraps each of the two passes over the samples (a progress bar)."""
+    return [LabelledMaps(sample.image, sample.labels, scale, [scales_median(maps) for maps in at_scales])
+            for sample, scale, at_scales in labelled_scale_maps(segmenter, samples, progress)]
+
+
+def labelled_scale_maps(segmenter: Segmenter, samples, progress=lambda items, description: items) -> Iterator[tuple]:
+    """labelled_maps before the median of the scales: (sample, working
+    scale, every model's maps at each of segmenter.scales) for each sample,
+    one at a time, the scale planned over these samples."""
     samples = list(samples)
     segmenter = segmenter.planned(progress([s.image for s in samples], "sizing nuclei"))
-    found = []
     for sample in progress(samples, "validation maps"):
-        scale, maps = segmenter.member_maps(sample.image)
-        found.append(LabelledMaps(sample.image, sample.labels, scale, maps))
-    return found
+        yield (sample, *segmenter.scale_maps(sample.image))
 
 
 def _combined_maps(segmenter: Segmenter, labelled: list[LabelledMaps], members) -> list[np.ndarray]:

@@ -25,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from nucjax.experiment import FOLDS_FOLDER, Experiment
+from nucjax.segmenter import scales_text
 
 #: The share of a --time-budget the refit takes when there are folds; the search has the rest.
 REFIT_SHARE = 0.5
@@ -228,6 +229,6 @@ def fold_summary(folder: Path, record: dict) -> str:
 
 def scales_tried(entry: dict) -> str:
     """One line for one multi-scale candidate of the fold ensemble (chosen_fold_ensemble's record)."""
-    scales = ",".join(f"{f:g}" for f in entry["scales"])
+    scales = scales_text(entry["scales"])
     gain = f", {entry['gain']:+.4f} (90% interval {entry['low']:+.4f} to {entry['high']:+.4f})" if "gain" in entry else ""
     return f"scales {scales}: {entry['score']:.4f}{gain}{', kept' if entry['kept'] else ''}"

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from nucjax.experiment import COMPARE_CSV, COMPARE_PNG
 from nucjax.postprocess import PostprocessConfig, settings_text
+from nucjax.segmenter import scales_text
 from search.halving import fates, first_rung_correlation, read_halving, rung_counts
 
 REPORT_FILE = "report.html"
@@ -590,7 +591,7 @@ def _folds_section(folder: Path, record: dict) -> str:
     tried = (record.get("ensemble") or {}).get("tried")
     if tried:  # multi-scale test-time augmentation, kept only beyond the noise
         out += _table([("ensemble at scales", False), ("pooled out-of-fold", True), ("gain over one scale", False), ("kept", False)],
-                      [[",".join(f"{f:g}" for f in entry["scales"]), entry["score"],
+                      [[scales_text(entry["scales"]), entry["score"],
                         f"{entry['gain']:+.4f} ({entry['low']:+.4f} to {entry['high']:+.4f})" if "gain" in entry else "",
                         "yes" if entry["kept"] else ""] for entry in tried], css="")
     out += _table([("acquisition group", False), ("out-of-fold score", True)], [[k, v] for k, v in oof["by_group"].items()], css="")
