@@ -136,6 +136,21 @@ def print_folds(storage: Path) -> None:
     compared = run(["ensemble.predict", "--experiment", str(storage), "--compare", "--out", str(storage / "test_submission.csv")])
     print("held-back test images, ensemble.predict --compare:")
     print("\n".join(line for line in compared.splitlines() if line.startswith(("  ", "by kind", "Kaggle score"))))
+    print_combinations(storage / "test_submission_compare_images.csv")
+
+
+def print_combinations(per_image: Path) -> None:
+    """Each combination of the fold models against the mean, paired over the held-back test images."""
+    from nucjax.metrics import paired_gain
+
+    with open(per_image) as handle:
+        rows = list(csv.DictReader(handle))
+    combinations = [name for name in rows[0] if name.split(" ")[0] in ("mean", "intersect", "vote") and " of " in name]
+    mean = next(name for name in combinations if name.startswith("mean"))
+    for name in combinations:
+        if name != mean:
+            gain = paired_gain([float(r[name]) for r in rows], [float(r[mean]) for r in rows])
+            print(f"{name} against {mean}: {gain.mean:+.4f} (90% interval {gain.low:+.4f} to {gain.high:+.4f}) over {len(rows)} images")
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def predict_plans(args, experiment, models, candidates, plans, compared) -> None
     sources = checked_sources(*prediction_sources(args.data, experiment, cache_root()), args.strict)
     if args.data is None:
         print(f"predicting the {len(sources)} test images the search held back", file=sys.stderr)
-    compare = (lambda scores: write_comparison(args.out, models, plans, scores, compared)) if args.compare else None
+    compare = (lambda scores, ids: write_comparison(args.out, models, plans, scores, ids, compared)) if args.compare else None
     predict_folder(plans_segment(planned_for(candidates, sources), plans, args.compare), sources, args, report=compare)
 
 

@@ -1,5 +1,7 @@
 """The --compare report: the Kaggle score of every single member and of each
-combination on a labelled set, as a table and a bar plot."""
+combination on a labelled set, as a table and a bar plot, each with its
+paired gain over the best member (a bootstrap interval over the images: a
+gain inside it is the images' noise), and every image's score per entry."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from nucjax.metrics import Gain, paired_gain
 from nucjax.postprocess import settings_text
 
 
@@ -16,26 +19,53 @@ class Entry:
     kind: str  # 'member' or 'combination'
     score: float  # mean Kaggle score over the images
     detail: str = ""  # the member's checkpoint, or the combination's calibrated settings
+    gain: Gain | None = None  # paired, over the best member on the same images
+
+
+def compared_entries(models, plans, scores: dict, describe_plan) -> list[Entry]:
+    """Every member and plan as an Entry, each with its paired gain over
+    the best member (scores: {name: per-image scores, one order})."""
+    import numpy as np
+
+    kinds = [(m.name, "member", str(m.path)) for m in models] + [(p.name, "combination", describe_plan(p)) for p in plans]
+    best = max((m.name for m in models), key=lambda name: np.mean(scores[name]))
+    return [Entry(name, kind, float(np.mean(scores[name])), detail, paired_gain(scores[name], scores[best]))
+            for name, kind, detail in kinds]
+
+
+def gain_text(gain: Gain | None) -> str:
+    if gain is None:
+        return ""
+    return f"{gain.mean:+.4f} ({gain.low:+.4f} to {gain.high:+.4f})"
 
 
 def table(entries: list[Entry]) -> str:
-    """A plain-text table, best first, marking the best member and the best combination."""
+    """A plain-text table, best first: each entry's gain over the best member
+    with its 90% interval."""
     ranked = sorted(entries, key=lambda e: -e.score)
-    best_member = max((e.score for e in entries if e.kind == "member"), default=float("nan"))
     width = max([len(e.name) for e in entries] + [10])
-    lines = [f"{'':2}{'name':<{width}}  {'kind':<11}  score   vs best member"]
+    lines = [f"{'':2}{'name':<{width}}  {'kind':<11}  score   vs best member (90% interval)"]
     for entry in ranked:
-        gain = entry.score - best_member
-        lines.append(f"{'':2}{entry.name:<{width}}  {entry.kind:<11}  {entry.score:.4f}  {gain:+.4f}")
+        lines.append(f"{'':2}{entry.name:<{width}}  {entry.kind:<11}  {entry.score:.4f}  {gain_text(entry.gain)}")
     return "\n".join(lines)
 
 
 def write_csv(entries: list[Entry], path: Path) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["name", "kind", "score", "detail"])
+        writer.writerow(["name", "kind", "score", "vs_best_member", "low", "high", "detail"])
         for entry in sorted(entries, key=lambda e: -e.score):
-            writer.writerow([entry.name, entry.kind, f"{entry.score:.6f}", entry.detail])
+            gain = [f"{entry.gain.mean:+.6f}", f"{entry.gain.low:+.6f}", f"{entry.gain.high:+.6f}"] if entry.gain else ["", "", ""]
+            writer.writerow([entry.name, entry.kind, f"{entry.score:.6f}", *gain, entry.detail])
+
+
+def write_image_scores(entries: list[Entry], scores: dict, image_ids: list[str], path: Path) -> None:
+    """One row per image, one column per entry: where a combination wins and loses."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image_id", *(e.name for e in entries)])
+        for i, image_id in enumerate(image_ids):
+            writer.writerow([image_id, *(f"{scores[e.name][i]:.6f}" for e in entries)])
 
 
 def write_plot(entries: list[Entry], path: Path, title: str) -> None:
@@ -73,21 +103,21 @@ def describe(config) -> str:
     return f"{config.method}, threshold {config.threshold:g}, seed {config.seed_threshold:g}, min size {config.min_size}{own}"
 
 
-def write_comparison(out: Path, models, plans, scores: dict, experiment_folder: Path | None = None) -> None:
-    """The --compare table (printed) and its CSV and plot beside out, and a
-    copy of both in the experiment compared, for its report."""
+def write_comparison(out: Path, models, plans, scores: dict, image_ids: list[str],
+                     experiment_folder: Path | None = None) -> None:
+    """The --compare table (printed), its CSV, per-image CSV and plot beside
+    out, and a copy of the table and plot in the experiment compared, for
+    its report. scores: {name: per-image scores}, in image_ids' order."""
     import sys
-
-    import numpy as np
 
     if not scores:
         print("warning: --compare needs labels: the images have none and no --solution was given", file=sys.stderr)
         return
-    entries = [Entry(m.name, "member", float(np.mean(scores[m.name])), str(m.path)) for m in models]
-    entries += [Entry(p.name, "combination", float(np.mean(scores[p.name])), describe(p.segmenter.postprocess)) for p in plans]
+    entries = compared_entries(models, plans, scores, lambda plan: describe(plan.segmenter.postprocess))
     stem = out.with_name(out.stem + "_compare")
     count = len(scores[models[0].name])
     write_csv(entries, stem.with_suffix(".csv"))
+    write_image_scores(entries, scores, image_ids, out.with_name(out.stem + "_compare_images.csv"))
     write_plot(entries, stem.with_suffix(".png"), f"Kaggle score on {count} labelled images")
     if experiment_folder is not None:
         import shutil
@@ -96,5 +126,5 @@ def write_comparison(out: Path, models, plans, scores: dict, experiment_folder: 
 
         shutil.copyfile(stem.with_suffix(".csv"), experiment_folder / COMPARE_CSV)
         shutil.copyfile(stem.with_suffix(".png"), experiment_folder / COMPARE_PNG)
-    print(f"comparison on {count} labelled images ({stem}.csv, {stem}.png):")
+    print(f"comparison on {count} labelled images ({stem}.csv, {stem}_images.csv, {stem}.png):")
     print(table(entries))

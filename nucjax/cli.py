@@ -255,7 +255,8 @@ def predict_folder(segment, sources, args, score_label: str = "Kaggle score", re
                    groups: dict | None = None) -> tuple[list, dict]:
     """Segment every source with segment (see nucjax.segmenter.segment_folder),
     write the submission (a row for every image: empty where unreadable)
-    and the --labels and --overlays, call report(scores) when given, and
+    and the --labels and --overlays, call report(scores, image_ids) when
+    given (the labelled images' ids, in the scores' order), and
     print the Kaggle score last where truth is known (by kind and by
     acquisition group first; groups: the names to use, see
     scores_by_kind_and_group). Returns
@@ -268,7 +269,7 @@ def predict_folder(segment, sources, args, score_label: str = "Kaggle score", re
     from nucjax.submission import write_submission
 
     truths = load_truth(args.solution, "--solution") if args.solution else None
-    predictions, scores, described = [], {}, {}
+    predictions, scores, described, scored_ids = [], {}, {}, []
     try:
         for result in progress(segment_folder(segment, sources, strict=args.strict, truths=truths), len(sources), "segmenting"):
             if result.error:
@@ -280,6 +281,7 @@ def predict_folder(segment, sources, args, score_label: str = "Kaggle score", re
                 scores.setdefault(name, []).append(score)
             if result.scores:
                 described[result.image_id] = (image_descriptor(result.image), next(iter(result.scores.values())))
+                scored_ids.append(result.image_id)
             if result.image is None:
                 continue
             if args.labels:
@@ -291,7 +293,7 @@ def predict_folder(segment, sources, args, score_label: str = "Kaggle score", re
     rows = write_submission(args.out, predictions)
     print(f"wrote {args.out}: {len(predictions)} images, {rows} rows")
     if report is not None:
-        report(scores)
+        report(scores, scored_ids)
     main_scores = next(iter(scores.values()), [])
     if main_scores:
         print(scores_by_kind_and_group(described, groups))

@@ -275,6 +275,20 @@ def test_members_of_different_sizes_combine_into_a_complete_submission(tiny_run,
         entries = list(csv.DictReader(handle))
     assert sorted(e["kind"] for e in entries) == ["combination"] * 3 + ["member"] * 3
     assert all(0 <= float(e["score"]) <= 1 for e in entries)
+    # Each entry's gain over the best member is paired over the same images: the per-image
+    # table's columns average to the scores, the best member's own gain is 0, and the
+    # interval holds the mean gain.
+    with open(tmp_path / "sub_compare_images.csv") as handle:
+        per_image = list(csv.DictReader(handle))
+    assert {row["image_id"] for row in per_image} == set(dataset.image_ids)
+    best = max((e for e in entries if e["kind"] == "member"), key=lambda e: float(e["score"]))
+    for entry in entries:
+        column = [float(row[entry["name"]]) for row in per_image]
+        assert np.mean(column) == pytest.approx(float(entry["score"]), abs=1e-5)
+        gain = np.mean(column) - np.mean([float(row[best["name"]]) for row in per_image])
+        assert float(entry["vs_best_member"]) == pytest.approx(gain, abs=1e-5)
+        assert float(entry["low"]) <= float(entry["vs_best_member"]) <= float(entry["high"])
+    assert float(best["vs_best_member"]) == float(best["low"]) == float(best["high"]) == 0
     assert (tmp_path / "sub_compare.png").stat().st_size > 1000
     assert printed.strip().splitlines()[-1].startswith("Kaggle score: ")
 
