@@ -197,6 +197,19 @@ def test_a_run_fitted_to_its_budget_replans_from_the_third_epoch_on(tmp_path, ti
     assert read_checkpoint(tmp_path / "checkpoints" / "epoch_0005").config.train.epochs == 5
 
 
+def test_a_run_first_planned_shorter_than_the_replan_epoch_replans_at_its_last_epoch(tmp_path, tiny_samples, monkeypatch):
+    """A run whose first plan ends before REPLAN_EPOCH (trials timed while sharing the
+    cores) is planned again at its last epoch and goes on while its budget allows."""
+    paces = []
+    monkeypatch.setattr(loop, "epochs_for_budget", lambda *args, **kwargs: 2)
+    monkeypatch.setattr(loop, "epochs_at_pace", lambda *args: paces.append(args) or 4)
+    config = tiny_experiment(train={"epochs": 50})
+    results = loop.train_and_evaluate(config, *split(tiny_samples), tmp_path, time_budget_s=600.0,
+                                      fit_epochs_to_budget=True)
+    assert loop.REPLAN_EPOCH > 2 and [pace[0] for pace in paces] == [2, 3, 4]
+    assert [r.epoch for r in results] == [1, 2, 3, 4] and [r.epochs for r in results] == [2, 4, 4, 4]
+
+
 def test_not_a_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="neither a checkpoint folder nor a training run"):
         resolve_checkpoint(tmp_path)

@@ -333,7 +333,8 @@ def train_and_evaluate(
     config then wins). With time_budget_s, training stops cleanly before
     the budget is spent; fit_epochs_to_budget also sets the number of
     epochs (so the learning-rate schedule ends with the budget) from timed
-    steps, and plans them again after each epoch from REPLAN_EPOCH on, from the run's own
+    steps, and plans them again after each epoch from REPLAN_EPOCH (or the
+    first plan's last epoch, if earlier) on, from the run's own
     pace (epochs_at_pace). on_step(step, loss) and on_epoch(EpochResult, validation maps) report progress.
     validate_on(epoch) gives the positions in val_samples that epoch is
     validated (and calibrated) on, or a Validation; default all. An epoch
@@ -402,8 +403,11 @@ def train_and_evaluate(
     if plan_epochs is None and resume is None and fit_epochs_to_budget and deadline is not None:
         # Fitted to the budget: the epochs are planned again from REPLAN_EPOCH on, through
         # the same hook a caller's plan (a halving survivor's) takes.
+        # A run first planned to end before REPLAN_EPOCH is planned again at its last epoch, not
+        # stopped there: fold trials sharing two cores planned 1-2 epochs at their start and
+        # ended 6-13 minutes before a 26-minute budget.
         def plan_epochs(epoch, unit_seconds):
-            if epoch >= REPLAN_EPOCH:
+            if epoch >= min(REPLAN_EPOCH, config.train.epochs):
                 return epochs_at_pace(epoch, unit_seconds, last_val_seconds, deadline - time.monotonic())
             return None
 
