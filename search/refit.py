@@ -94,6 +94,18 @@ def fold_params(params: dict, args, folds: int, steps_per_epoch: int | None = No
     return params
 
 
+def target_fold_params(params: dict, args, folds: int, epoch_steps: int, budgeted: bool) -> dict:
+    """--refit TARGET's flat params as a fold: epochs of the space's length
+    (epoch_steps), as the search's own refit trains, and, without a budget,
+    as many steps as the target trained. A halving trial's params hold its
+    rung unit as the epoch (37 steps on the real set): kept, the folds
+    validated every unit and spent most of their time validating."""
+    from nucjax.config import from_params
+
+    steps = None if budgeted else from_params(params).train.total_steps
+    return fold_params(params, args, folds, epoch_steps, steps)
+
+
 def trial_share(args, ray, folds: int) -> tuple[float, float]:
     """(CPUs, GPUs) per fold trial: the search's slots divided so that every
     fold runs at once, whole slots where there are as many as folds (one per

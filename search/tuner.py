@@ -391,7 +391,7 @@ def run_search(args, storage: str, smoke: bool, data) -> str:
     from nucjax.cli import fail
     from search.halving import HALVING_FILE, PlanError, fates, plan_record, read_halving
     from nucjax.config import ExperimentConfig, to_params
-    from search.refit import REFIT_SHARE, RefitError, fold_params, refit, target_params
+    from search.refit import REFIT_SHARE, RefitError, fold_params, refit, target_fold_params, target_params
     from search.spaces import search_space
     from search.trainable import MIN_UNIT_STEPS
 
@@ -417,7 +417,8 @@ def run_search(args, storage: str, smoke: bool, data) -> str:
                                 search={**how, "scheduler": "refit", "refit": source, "refit_share": 1.0 if args.time_budget else None})
         experiment.write()
         seconds = args.time_budget * 60 - (time.monotonic() - args.started) if args.time_budget else None
-        _, lines = refit(args, ray, experiment, everything, fold_params(params, args, args.folds), args.folds, seconds, source)
+        params = target_fold_params(params, args, args.folds, int(space.get("steps_per_epoch", 100)), seconds is not None)
+        _, lines = refit(args, ray, experiment, everything, params, args.folds, seconds, source)
         return f"experiment: {storage}\n{lines}"
 
     if args.refit is not None:

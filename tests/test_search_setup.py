@@ -120,7 +120,7 @@ def test_every_fold_runs_at_once_on_whole_slots_or_shares_of_them():
     each, all five at once); on four GPUs, one each; two folds on two slots, a slot each."""
     from types import SimpleNamespace
 
-    from search.refit import fold_params, trial_share
+    from search.refit import fold_params, target_fold_params, trial_share
 
     def cluster(cpus, gpus=0):
         return SimpleNamespace(cluster_resources=lambda: {"CPU": cpus, "GPU": gpus})
@@ -135,6 +135,13 @@ def test_every_fold_runs_at_once_on_whole_slots_or_shares_of_them():
                          steps_per_epoch=150, steps=1000)
     assert params["fold"] == {"grid_search": [0, 1, 2, 3, 4]} and params["folds"] == 5 and params["split"] == "group"
     assert (params["steps_per_epoch"], params["epochs"], params["seed"], params["test_fraction"]) == (150, 7, 3, 0.1)
+    # --refit of a halving trial (its epoch the 37-step rung unit): the space's 150-step epochs, and
+    # without a budget the 740 steps it trained, in whole epochs; with one, its epochs fitted later.
+    halving_trial = {"model": "standard", "steps_per_epoch": 37, "epochs": 20}
+    unbudgeted = target_fold_params(halving_trial, args, 5, 150, budgeted=False)
+    assert (unbudgeted["steps_per_epoch"], unbudgeted["epochs"]) == (150, 5)
+    budgeted = target_fold_params(halving_trial, args, 5, 150, budgeted=True)
+    assert (budgeted["steps_per_epoch"], budgeted["epochs"]) == (150, 20)
 
 
 @pytest.mark.parametrize("gpu", [False, True])
