@@ -9,6 +9,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from nucjax.metrics import Gain, paired_gain
 from nucjax.postprocess import settings_text
 
@@ -22,12 +24,10 @@ class Entry:
     gain: Gain | None = None  # paired, over the best member on the same images
 
 
-def compared_entries(models, plans, scores: dict, describe_plan) -> list[Entry]:
+def compared_entries(models, plans, scores: dict) -> list[Entry]:
     """Every member and plan as an Entry, each with its paired gain over
     the best member (scores: {name: per-image scores, one order})."""
-    import numpy as np
-
-    kinds = [(m.name, "member", str(m.path)) for m in models] + [(p.name, "combination", describe_plan(p)) for p in plans]
+    kinds = [(m.name, "member", str(m.path)) for m in models] + [(p.name, "combination", describe(p.segmenter.postprocess)) for p in plans]
     best = max((m.name for m in models), key=lambda name: np.mean(scores[name]))
     return [Entry(name, kind, float(np.mean(scores[name])), detail, paired_gain(scores[name], scores[best]))
             for name, kind, detail in kinds]
@@ -113,7 +113,7 @@ def write_comparison(out: Path, models, plans, scores: dict, image_ids: list[str
     if not scores:
         print("warning: --compare needs labels: the images have none and no --solution was given", file=sys.stderr)
         return
-    entries = compared_entries(models, plans, scores, lambda plan: describe(plan.segmenter.postprocess))
+    entries = compared_entries(models, plans, scores)
     stem = out.with_name(out.stem + "_compare")
     count = len(scores[models[0].name])
     write_csv(entries, stem.with_suffix(".csv"))
