@@ -141,6 +141,7 @@ def print_folds(storage: Path) -> None:
 
 def print_combinations(per_image: Path) -> None:
     """Each combination of the fold models against the mean, paired over the held-back test images."""
+    from ensemble.report import gain_text
     from nucjax.metrics import paired_gain
 
     with open(per_image) as handle:
@@ -150,7 +151,7 @@ def print_combinations(per_image: Path) -> None:
     for name in combinations:
         if name != mean:
             gain = paired_gain([float(r[name]) for r in rows], [float(r[mean]) for r in rows])
-            print(f"{name} against {mean}: {gain.mean:+.4f} (90% interval {gain.low:+.4f} to {gain.high:+.4f}) over {len(rows)} images")
+            print(f"{name} against {mean}: {gain_text(gain)}, 90% interval, over {len(rows)} images")
 
 
 if __name__ == "__main__":

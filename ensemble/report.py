@@ -20,8 +20,8 @@ class Entry:
     name: str  # a member's name, or the combination's
     kind: str  # 'member' or 'combination'
     score: float  # mean Kaggle score over the images
-    detail: str = ""  # the member's checkpoint, or the combination's calibrated settings
-    gain: Gain | None = None  # paired, over the best member on the same images
+    detail: str  # the member's checkpoint, or the combination's calibrated settings
+    gain: Gain  # paired, over the best member on the same images
 
 
 def compared_entries(models, plans, scores: dict) -> list[Entry]:
@@ -33,9 +33,7 @@ def compared_entries(models, plans, scores: dict) -> list[Entry]:
             for name, kind, detail in kinds]
 
 
-def gain_text(gain: Gain | None) -> str:
-    if gain is None:
-        return ""
+def gain_text(gain: Gain) -> str:
     return f"{gain.mean:+.4f} ({gain.low:+.4f} to {gain.high:+.4f})"
 
 
@@ -55,8 +53,9 @@ def write_csv(entries: list[Entry], path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(["name", "kind", "score", "vs_best_member", "low", "high", "detail"])
         for entry in sorted(entries, key=lambda e: -e.score):
-            gain = [f"{entry.gain.mean:+.6f}", f"{entry.gain.low:+.6f}", f"{entry.gain.high:+.6f}"] if entry.gain else ["", "", ""]
-            writer.writerow([entry.name, entry.kind, f"{entry.score:.6f}", *gain, entry.detail])
+            gain = entry.gain
+            writer.writerow([entry.name, entry.kind, f"{entry.score:.6f}", f"{gain.mean:+.6f}", f"{gain.low:+.6f}",
+                             f"{gain.high:+.6f}", entry.detail])
 
 
 def write_image_scores(entries: list[Entry], scores: dict, image_ids: list[str], path: Path) -> None:

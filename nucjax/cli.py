@@ -269,7 +269,7 @@ def predict_folder(segment, sources, args, score_label: str = "Kaggle score", re
     from nucjax.submission import write_submission
 
     truths = load_truth(args.solution, "--solution") if args.solution else None
-    predictions, scores, described, scored_ids = [], {}, {}, []
+    predictions, scores, described = [], {}, {}
     try:
         for result in progress(segment_folder(segment, sources, strict=args.strict, truths=truths), len(sources), "segmenting"):
             if result.error:
@@ -281,7 +281,6 @@ def predict_folder(segment, sources, args, score_label: str = "Kaggle score", re
                 scores.setdefault(name, []).append(score)
             if result.scores:
                 described[result.image_id] = (image_descriptor(result.image), next(iter(result.scores.values())))
-                scored_ids.append(result.image_id)
             if result.image is None:
                 continue
             if args.labels:
@@ -293,7 +292,7 @@ def predict_folder(segment, sources, args, score_label: str = "Kaggle score", re
     rows = write_submission(args.out, predictions)
     print(f"wrote {args.out}: {len(predictions)} images, {rows} rows")
     if report is not None:
-        report(scores, scored_ids)
+        report(scores, list(described))  # the scored images, in the scores' order
     main_scores = next(iter(scores.values()), [])
     if main_scores:
         print(scores_by_kind_and_group(described, groups))

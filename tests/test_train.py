@@ -180,34 +180,28 @@ def test_a_run_plans_its_epochs_again_from_its_own_pace():
     assert loop.epochs_at_pace(3, 100.0, 20.0, 110.0) == 3
 
 
-def test_a_run_fitted_to_its_budget_replans_from_the_third_epoch_on(tmp_path, tiny_samples, monkeypatch):
+@pytest.mark.parametrize("first_plan, replanned, replanned_at, epochs", [
+    (3, 5, [3, 4, 5], [3, 3, 5, 5, 5]),  # from REPLAN_EPOCH on
+    (2, 4, [2, 3, 4], [2, 4, 4, 4]),  # a first plan ending before REPLAN_EPOCH: from its last epoch
+])
+def test_a_run_fitted_to_its_budget_replans_from_the_third_epoch_or_its_last_on(tmp_path, tiny_samples, monkeypatch,
+                                                                                first_plan, replanned, replanned_at, epochs):
     """The first plan (timed steps, no validation yet) is replaced at REPLAN_EPOCH,
-    and after every epoch since, by the plan at the run's measured pace: the run
-    trains that many epochs and its checkpoints carry the new plan (what a resume continues)."""
+    or at its own last epoch when that comes first (trials timed while sharing the
+    cores), and after every epoch since, by the plan at the run's measured pace:
+    the run trains that many epochs and its checkpoints carry the new plan (what
+    a resume continues)."""
     paces = []
-    monkeypatch.setattr(loop, "epochs_for_budget", lambda *args, **kwargs: 3)
-    monkeypatch.setattr(loop, "epochs_at_pace", lambda *args: paces.append(args) or 5)
+    monkeypatch.setattr(loop, "epochs_for_budget", lambda *args, **kwargs: first_plan)
+    monkeypatch.setattr(loop, "epochs_at_pace", lambda *args: paces.append(args) or replanned)
     config = tiny_experiment(train={"epochs": 50})
     results = loop.train_and_evaluate(config, *split(tiny_samples), tmp_path, time_budget_s=600.0,
                                       fit_epochs_to_budget=True)
-    assert [pace[0] for pace in paces] == [loop.REPLAN_EPOCH, 4, 5]
+    assert loop.REPLAN_EPOCH == 3 and [pace[0] for pace in paces] == replanned_at
     for epoch, train_seconds, val_seconds, seconds_left in paces:
         assert train_seconds > 0 and val_seconds > 0 and 0 < seconds_left < 600
-    assert [r.epoch for r in results] == [1, 2, 3, 4, 5] and [r.epochs for r in results] == [3, 3, 5, 5, 5]
-    assert read_checkpoint(tmp_path / "checkpoints" / "epoch_0005").config.train.epochs == 5
-
-
-def test_a_run_first_planned_shorter_than_the_replan_epoch_replans_at_its_last_epoch(tmp_path, tiny_samples, monkeypatch):
-    """A run whose first plan ends before REPLAN_EPOCH (trials timed while sharing the
-    cores) is planned again at its last epoch and goes on while its budget allows."""
-    paces = []
-    monkeypatch.setattr(loop, "epochs_for_budget", lambda *args, **kwargs: 2)
-    monkeypatch.setattr(loop, "epochs_at_pace", lambda *args: paces.append(args) or 4)
-    config = tiny_experiment(train={"epochs": 50})
-    results = loop.train_and_evaluate(config, *split(tiny_samples), tmp_path, time_budget_s=600.0,
-                                      fit_epochs_to_budget=True)
-    assert loop.REPLAN_EPOCH > 2 and [pace[0] for pace in paces] == [2, 3, 4]
-    assert [r.epoch for r in results] == [1, 2, 3, 4] and [r.epochs for r in results] == [2, 4, 4, 4]
+    assert [r.epoch for r in results] == list(range(1, replanned + 1)) and [r.epochs for r in results] == epochs
+    assert read_checkpoint(tmp_path / "checkpoints" / f"epoch_{replanned:04d}").config.train.epochs == replanned
 
 
 def test_not_a_checkpoint_is_a_clear_error(tmp_path):

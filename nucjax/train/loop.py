@@ -402,10 +402,9 @@ def train_and_evaluate(
     step = int(optimizer.step[...])
     if plan_epochs is None and resume is None and fit_epochs_to_budget and deadline is not None:
         # Fitted to the budget: the epochs are planned again from REPLAN_EPOCH on, through
-        # the same hook a caller's plan (a halving survivor's) takes.
-        # A run first planned to end before REPLAN_EPOCH is planned again at its last epoch, not
-        # stopped there: fold trials sharing two cores planned 1-2 epochs at their start and
-        # ended 6-13 minutes before a 26-minute budget.
+        # the same hook a caller's plan (a halving survivor's) takes, or from the first plan's
+        # last epoch if earlier (fold trials sharing two cores planned 1-2 epochs at their
+        # start and, not planned again, ended 7-14 minutes before a 27-minute budget).
         def plan_epochs(epoch, unit_seconds):
             if epoch >= min(REPLAN_EPOCH, config.train.epochs):
                 return epochs_at_pace(epoch, unit_seconds, last_val_seconds, deadline - time.monotonic())
