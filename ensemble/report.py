@@ -1,7 +1,13 @@
 """The --compare report: the Kaggle score of every single member and of each
 combination on a labelled set, as a table and a bar plot, each with its
-paired gain over the best member (a bootstrap interval over the images: a
-gain inside it is the images' noise), and every image's score per entry."""
+paired gains over the best member and over the average member (bootstrap
+intervals over the images: a gain inside one is the images' noise), and
+every image's score per entry.
+
+The best member is picked on the very images it is scored on, so beating
+it asks a combination to beat a lucky draw as well; the average member
+(per image, the mean of the members' scores) is what a user gets who
+takes one member without that knowledge."""
 
 from __future__ import annotations
 
@@ -22,14 +28,18 @@ class Entry:
     score: float  # mean Kaggle score over the images
     detail: str  # the member's checkpoint, or the combination's calibrated settings
     gain: Gain  # paired, over the best member on the same images
+    over_average: Gain  # paired, over the average member (each image's mean member score)
 
 
 def compared_entries(models, plans, scores: dict) -> list[Entry]:
-    """Every member and plan as an Entry, each with its paired gain over
-    the best member (scores: {name: per-image scores, one order})."""
+    """Every member and plan as an Entry, each with its paired gains over
+    the best member and the average member (scores: {name: per-image
+    scores, one order})."""
     kinds = [(m.name, "member", str(m.path)) for m in models] + [(p.name, "combination", describe(p.segmenter.postprocess)) for p in plans]
     best = max((m.name for m in models), key=lambda name: np.mean(scores[name]))
-    return [Entry(name, kind, float(np.mean(scores[name])), detail, paired_gain(scores[name], scores[best]))
+    average = np.mean([scores[m.name] for m in models], axis=0)
+    return [Entry(name, kind, float(np.mean(scores[name])), detail, paired_gain(scores[name], scores[best]),
+                  paired_gain(scores[name], average))
             for name, kind, detail in kinds]
 
 
@@ -38,24 +48,25 @@ def gain_text(gain: Gain) -> str:
 
 
 def table(entries: list[Entry]) -> str:
-    """A plain-text table, best first: each entry's gain over the best member
-    with its 90% interval."""
+    """A plain-text table, best first: each entry's gains over the best
+    member and the average member, with their 90% intervals."""
     ranked = sorted(entries, key=lambda e: -e.score)
     width = max([len(e.name) for e in entries] + [10])
-    lines = [f"{'':2}{'name':<{width}}  {'kind':<11}  score   vs best member (90% interval)"]
+    lines = [f"{'':2}{'name':<{width}}  {'kind':<11}  score   {'vs best member (90% interval)':<30}  vs average member"]
     for entry in ranked:
-        lines.append(f"{'':2}{entry.name:<{width}}  {entry.kind:<11}  {entry.score:.4f}  {gain_text(entry.gain)}")
+        lines.append(f"{'':2}{entry.name:<{width}}  {entry.kind:<11}  {entry.score:.4f}  {gain_text(entry.gain):<30}  "
+                     f"{gain_text(entry.over_average)}")
     return "\n".join(lines)
 
 
 def write_csv(entries: list[Entry], path: Path) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["name", "kind", "score", "vs_best_member", "low", "high", "detail"])
+        writer.writerow(["name", "kind", "score", "vs_best_member", "low", "high",
+                         "vs_average_member", "average_low", "average_high", "detail"])
         for entry in sorted(entries, key=lambda e: -e.score):
-            gain = entry.gain
-            writer.writerow([entry.name, entry.kind, f"{entry.score:.6f}", f"{gain.mean:+.6f}", f"{gain.low:+.6f}",
-                             f"{gain.high:+.6f}", entry.detail])
+            gains = [f"{value:+.6f}" for gain in (entry.gain, entry.over_average) for value in (gain.mean, gain.low, gain.high)]
+            writer.writerow([entry.name, entry.kind, f"{entry.score:.6f}", *gains, entry.detail])
 
 
 def write_image_scores(entries: list[Entry], scores: dict, image_ids: list[str], path: Path) -> None:

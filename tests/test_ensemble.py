@@ -281,14 +281,21 @@ def test_members_of_different_sizes_combine_into_a_complete_submission(tiny_run,
     with open(tmp_path / "sub_compare_images.csv") as handle:
         per_image = list(csv.DictReader(handle))
     assert {row["image_id"] for row in per_image} == set(dataset.image_ids)
-    best = max((e for e in entries if e["kind"] == "member"), key=lambda e: float(e["score"]))
+    members = [e for e in entries if e["kind"] == "member"]
+    best = max(members, key=lambda e: float(e["score"]))
+    # The average member: each image's mean over the members' scores.
+    average = np.mean([[float(row[m["name"]]) for m in members] for row in per_image], axis=1)
     for entry in entries:
         column = [float(row[entry["name"]]) for row in per_image]
         assert np.mean(column) == pytest.approx(float(entry["score"]), abs=1e-5)
         gain = np.mean(column) - np.mean([float(row[best["name"]]) for row in per_image])
         assert float(entry["vs_best_member"]) == pytest.approx(gain, abs=1e-5)
         assert float(entry["low"]) <= float(entry["vs_best_member"]) <= float(entry["high"])
+        assert float(entry["vs_average_member"]) == pytest.approx(np.mean(column) - average.mean(), abs=1e-5)
+        assert float(entry["average_low"]) <= float(entry["vs_average_member"]) <= float(entry["average_high"])
     assert float(best["vs_best_member"]) == float(best["low"]) == float(best["high"]) == 0
+    # The members' gains over their own average sum to zero.
+    assert sum(float(m["vs_average_member"]) for m in members) == pytest.approx(0, abs=1e-5)
     assert (tmp_path / "sub_compare.png").stat().st_size > 1000
     assert printed.strip().splitlines()[-1].startswith("Kaggle score: ")
 
