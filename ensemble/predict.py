@@ -3,7 +3,8 @@
 Members: a search experiment's fold models (when it was refit on folds),
 else its --top-k best trials, one trial's epochs (--epochs-of) or
 --checkpoints. Their maps are combined (--combine intersect, vote or mean)
-and post-processed once, calibrated on validation. With no arguments: the
+and post-processed once, or each member's nuclei are fused (--combine
+nuclei), calibrated on validation. With no arguments: the
 latest experiment under ./runs, on the test images it held back, into
 ./submission.csv. --compare scores every member and combination.
 """
@@ -22,6 +23,7 @@ USAGE = "python -m ensemble.predict [--experiment DIR] [--data DIR] [--out CSV] 
 
 def parse_args(argv=None):
     from ensemble.selection import EnsembleConfig
+    from nucjax.combine import COMBINATIONS
 
     parser = data_command_parser("ensemble.predict", __doc__, data_help="images to predict (the experiment's test images)",
                                  usage=USAGE)
@@ -31,9 +33,9 @@ def parse_args(argv=None):
     members.add_argument("--epochs-of", metavar="TRIAL", help="every checkpoint one trial kept ('best': the best's)")
     members.add_argument("--checkpoints", type=Path, nargs="+", metavar="DIR", help="these checkpoints or training runs")
     combining = parser.add_argument_group("combining")
-    combining.add_argument("--combine", choices=("intersect", "vote", "mean"), default=EnsembleConfig.combine,
-                           metavar="HOW", help="intersect, vote or mean (%(default)s)")
-    combining.add_argument("--quorum", type=int, metavar="N", help="intersect: members that must agree (all)")
+    combining.add_argument("--combine", choices=COMBINATIONS, default=EnsembleConfig.combine,
+                           metavar="HOW", help=f"{', '.join(COMBINATIONS)} (%(default)s)")
+    combining.add_argument("--quorum", type=int, metavar="N", help="intersect (all), nuclei (a majority): members that must agree")
     combining.add_argument("--select", choices=("greedy", "all"), default=EnsembleConfig.select, metavar="HOW",
                            help="greedy (keep what raises validation) or all (%(default)s)")
     combining.add_argument("--calibration", type=Path, metavar="DIR", help="labelled folder to calibrate on (validation)")
@@ -46,8 +48,8 @@ def parse_args(argv=None):
     checked_backend(parser, args.backend)
     if args.top_k is not None and args.top_k < 1:
         parser.error("--top-k must be at least 1")
-    if args.quorum is not None and args.combine != "intersect" and not args.compare:
-        parser.error("--quorum goes with --combine intersect")
+    if args.quorum is not None and args.combine not in ("intersect", "nuclei") and not args.compare:
+        parser.error("--quorum goes with --combine intersect or nuclei")
     if args.quorum is not None and args.quorum < 1:
         parser.error("--quorum must be at least 1")
     args.ensemble = EnsembleConfig(args.combine, args.quorum, args.select, args.compare)

@@ -148,7 +148,7 @@ def plans_segment(candidates: Segmenter, plans: list[Plan], every_member: bool =
         outcomes = {}
         for plan in plans:
             picked = [maps[position[id(m)]] for m in plan.segmenter.models]
-            outcomes[plan.name] = plan.segmenter.labels(image, scale, plan.segmenter.combined(picked))
+            outcomes[plan.name] = plan.segmenter.nuclei(image, scale, picked)
         if every_member:
             for model, found in zip(needed, maps):
                 outcomes[model.name] = predicting.labels(image, scale, found, model.config.postprocess)

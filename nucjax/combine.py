@@ -12,6 +12,11 @@ the same thing, > 0.5, for every member. Then, pixel by pixel:
   interior (1 - border): interior where at least q members see interior.
 - vote: intersect with a majority quorum (more than half the members).
 - mean: the average of the rescaled maps.
+- nuclei: no map is post-processed as one; each member's rescaled map
+  gives its own nuclei and they are fused (nucjax.fusion): a nucleus where
+  at least `quorum` members (default a majority) found it. Its post-processing
+  is calibrated on single members' maps, which is all a fold ensemble can
+  be calibrated on. As one map (Segmenter.probabilities) it is the mean.
 
 At 0.5 the combined body is exactly the combination of the members'
 thresholded masks (the report's intersection); as a map it keeps enough
@@ -23,7 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 
-COMBINATIONS = ("intersect", "vote", "mean")
+COMBINATIONS = ("intersect", "vote", "mean", "nuclei")
+#: The combinations that fuse each member's nuclei instead of post-processing one combined map.
+FUSED = ("nuclei",)
 
 
 def rescaled(probabilities: np.ndarray, threshold: float) -> np.ndarray:
@@ -36,10 +43,11 @@ def rescaled(probabilities: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def quorum_for(method: str, members: int, quorum: int | None = None) -> int:
-    """How many members must agree on a pixel: q for intersect (default all), a majority for vote."""
-    if method == "vote":
+    """How many members must agree on a pixel: q for intersect (default all), a majority for vote;
+    on a nucleus for nuclei: q (default a majority)."""
+    if method == "vote" or (method == "nuclei" and quorum is None):
         return members // 2 + 1
-    if method == "intersect":
+    if method in ("intersect", "nuclei"):
         q = members if quorum is None else quorum
         if not 1 <= q <= members:
             raise ValueError(f"--quorum must be between 1 and the {members} members, got {q}")
@@ -66,7 +74,7 @@ def combine(member_maps: list[np.ndarray], thresholds: list[float], method: str,
     channels = min(m.shape[-1] if m.ndim == 3 else 1 for m in member_maps)
     stack = np.stack([rescaled(m if m.ndim == 3 else m[..., None], t)[..., :channels]
                       for m, t in zip(member_maps, thresholds)])
-    if method == "mean":
+    if method in ("mean", *FUSED):
         return stack.mean(axis=0)
     q = quorum_for(method, len(member_maps), quorum)
     n = len(member_maps)

@@ -35,7 +35,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from nucjax.combine import combine, group_quorum
+from nucjax.combine import FUSED, combine, group_quorum, rescaled
+from nucjax.fusion import fuse_instances
 from nucjax.config import ExperimentConfig
 from nucjax.data.split import acquisition_groups, image_descriptor, image_kind
 from nucjax.postprocess import PostprocessConfig, instances
@@ -214,7 +215,9 @@ class Segmenter:
     """Models and how their maps become nuclei. One model: its own maps and
     calibrated post-processing. Several (or ensemble=True): each model's
     map rescaled so its threshold sits at 0.5, combined (see
-    nucjax.combine), and post-processed once with `postprocess`."""
+    nucjax.combine), and post-processed once with `postprocess`; or, with
+    combine 'nuclei', each rescaled map post-processed with `postprocess`
+    and the members' nuclei fused (nucjax.fusion)."""
 
     models: tuple[Model, ...]
     postprocess: PostprocessConfig
@@ -385,6 +388,22 @@ class Segmenter:
             return maps[0]
         return combine(maps, [m.threshold for m in models], self.combine, group_quorum(self.quorum, len(models)))
 
+    def fuses(self, members: int) -> bool:
+        """Whether `members` models of this segmenter fuse their nuclei (combine 'nuclei') rather than
+        post-process one combined map."""
+        return self.combine in FUSED and (members > 1 or self.ensemble)
+
+    def nuclei(self, image: np.ndarray, scale: float, maps: list[np.ndarray], postprocess: PostprocessConfig | None = None,
+               models=None) -> np.ndarray:
+        """Nuclei of the maps of `models` (default all; maps in their order)
+        at the working scale, on the image's own pixels: the combined map
+        post-processed once, or each member's nuclei fused (combine 'nuclei')."""
+        models = self.models if models is None else models
+        if not self.fuses(len(models)):
+            return self.labels(image, scale, self.combined(maps, models), postprocess)
+        found = [self.labels(image, scale, rescaled(m, model.threshold), postprocess) for m, model in zip(maps, models)]
+        return fuse_instances(found, group_quorum(self.quorum, len(models)))
+
     def labels(self, image: np.ndarray, scale: float, maps: np.ndarray, postprocess: PostprocessConfig | None = None) -> np.ndarray:
         """Nuclei of combined maps at the working scale, on the image's own
         pixels, post-processed with the settings for the image's kind."""
@@ -409,7 +428,7 @@ class Segmenter:
     def segment_at_scale(self, image: np.ndarray) -> tuple[float, np.ndarray]:
         """(the working scale the image was segmented at, segment's labels)."""
         scale, maps = self.member_maps(image)
-        return scale, self.labels(image, scale, self.combined(maps))
+        return scale, self.nuclei(image, scale, maps)
 
 
 def scales_median(maps: list[np.ndarray]) -> np.ndarray:
@@ -520,11 +539,15 @@ def labelled_scale_maps(segmenter: Segmenter, samples, progress=lambda items, de
         yield (sample, *segmenter.scale_maps(sample.image))
 
 
-def _combined_maps(segmenter: Segmenter, labelled: list[LabelledMaps], members) -> list[np.ndarray]:
-    """Each labelled image's combined map of the models at positions `members` (default all)."""
-    members = list(range(len(segmenter.models))) if members is None else list(members)
+def _tuned_maps(segmenter: Segmenter, labelled: list[LabelledMaps], members: list[int]) -> list[tuple[LabelledMaps, np.ndarray]]:
+    """(labelled image, map) pairs the post-processing of the models at
+    positions `members` is tuned on: each image's combined map, or, where
+    they fuse their nuclei, each member's own map of each image (what the
+    post-processing then runs on)."""
     models = [segmenter.models[i] for i in members]
-    return [segmenter.combined([item.maps[i] for i in members], models) for item in labelled]
+    if segmenter.fuses(len(members)):
+        return [(item, rescaled(item.maps[i], segmenter.models[i].threshold)) for item in labelled for i in members]
+    return [(item, segmenter.combined([item.maps[i] for i in members], models)) for item in labelled]
 
 
 def calibrate_segmenter(segmenter: Segmenter, labelled: list[LabelledMaps], members=None,
@@ -535,25 +558,24 @@ def calibrate_segmenter(segmenter: Segmenter, labelled: list[LabelledMaps], memb
     there; scored as prediction scores, on each image's own pixels."""
     from nucjax.postprocess import calibrate
 
-    combined = _combined_maps(segmenter, labelled, members)
+    members = list(range(len(segmenter.models))) if members is None else list(members)
     if base is None:
-        models = segmenter.models if members is None else [segmenter.models[i] for i in members]
+        models = [segmenter.models[i] for i in members]
         base = ensemble_postprocess(models) if segmenter.ensemble or len(models) > 1 else models[0].config.postprocess
-    postprocess, _ = calibrate(combined, [item.working_truth for item in labelled], base,
-                               kinds=[image_kind(item.image) for item in labelled])
-    return postprocess, _scores(segmenter, labelled, combined, postprocess)
+    tuned = _tuned_maps(segmenter, labelled, members)
+    postprocess, _ = calibrate([maps for _, maps in tuned], [item.working_truth for item, _ in tuned], base,
+                               kinds=[image_kind(item.image) for item, _ in tuned])
+    return postprocess, labelled_scores(segmenter, labelled, postprocess, members)
 
 
 def labelled_scores(segmenter: Segmenter, labelled: list[LabelledMaps], postprocess: PostprocessConfig,
                     members=None) -> list[float]:
     """Each image's Kaggle score on its own pixels with that post-processing,
     for the combination of the models at positions `members` (default all)."""
-    return _scores(segmenter, labelled, _combined_maps(segmenter, labelled, members), postprocess)
-
-
-def _scores(segmenter: Segmenter, labelled: list[LabelledMaps], combined: list[np.ndarray],
-            postprocess: PostprocessConfig) -> list[float]:
     from nucjax.metrics import image_score
 
-    return [image_score(item.truth, segmenter.labels(item.image, item.scale, maps, postprocess)).score
-            for item, maps in zip(labelled, combined)]
+    members = list(range(len(segmenter.models))) if members is None else list(members)
+    models = [segmenter.models[i] for i in members]
+    return [image_score(item.truth, segmenter.nuclei(item.image, item.scale, [item.maps[i] for i in members], postprocess,
+                                                     models)).score
+            for item in labelled]

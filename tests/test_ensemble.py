@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ensemble import predict
-from nucjax.combine import combine, quorum_for, rescaled
+from nucjax.combine import COMBINATIONS, combine, quorum_for, rescaled
 from ensemble.members import top_checkpoints, trial_checkpoints
 from nucjax.experiment import ExperimentError, latest_experiment, read_experiment
 from nucjax.data import load_dataset
@@ -273,7 +273,7 @@ def test_members_of_different_sizes_combine_into_a_complete_submission(tiny_run,
     assert len(list((tmp_path / "overlays").iterdir())) == len(dataset.samples)
     with open(tmp_path / "sub_compare.csv") as handle:
         entries = list(csv.DictReader(handle))
-    assert sorted(e["kind"] for e in entries) == ["combination"] * 3 + ["member"] * 3
+    assert sorted(e["kind"] for e in entries) == ["combination"] * len(COMBINATIONS) + ["member"] * 3
     assert all(0 <= float(e["score"]) <= 1 for e in entries)
     # Each entry's gain over the best member is paired over the same images: the per-image
     # table's columns average to the scores, the best member's own gain is 0, and the
@@ -365,9 +365,9 @@ def test_compare_shows_the_greedy_choice_beside_every_candidate(tiny_run, tiny_r
     with open(tmp_path / "sub_compare.csv") as handle:
         names = sorted(e["name"] for e in csv.DictReader(handle) if e["kind"] == "combination")
     chosen = int(kept.group(1))
-    expected = [f"{m} of {chosen}" + (" (all)" if chosen == 3 else "") for m in ("intersect", "mean", "vote")]
+    expected = [f"{m} of {chosen}" + (" (all)" if chosen == 3 else "") for m in COMBINATIONS]
     if chosen < 3:
-        expected += [f"{m} of 3 (all)" for m in ("intersect", "mean", "vote")]
+        expected += [f"{m} of 3 (all)" for m in COMBINATIONS]
     assert names == sorted(expected)
 
 

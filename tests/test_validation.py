@@ -98,7 +98,9 @@ def test_the_ensembles_calibrated_score_is_what_its_plans_predict(scaled_run, tm
     calibration, _ = calibration_samples(models, None, root, tmp_path)
     _, plans, _ = ensemble_plans(models, calibration, EnsembleConfig(select="all", compare=True), {"scale": "model"})
     sources, _ = predict.split_part(find_samples(root)[0], "val", models[0].config.train)
-    assert len(plans) == 3  # mean, then intersect and vote
+    from nucjax.combine import COMBINATIONS
+
+    assert [p.segmenter.combine for p in plans] == ["mean", *(m for m in COMBINATIONS if m != "mean")]  # nuclei too
     for plan in plans:
         segmenter = plan.segmenter.planned(folder_images(sources))
         scores = [next(iter(r.scores.values())) for r in segment_folder(segmenter.segment, sources)]
