@@ -173,11 +173,18 @@ def test_epochs_fit_the_budget():
 
 
 def test_a_run_plans_its_epochs_again_from_its_own_pace():
-    # Epoch 3 trained, its validation still to run: 1200 s left, 3% in hand, minus that
-    # validation (20 s), at 100 + 20 s an epoch: 9 more.
-    assert loop.epochs_at_pace(3, 100.0, 20.0, 1200.0) == 12
-    # No room for another epoch: the plan ends with this one, never before it.
-    assert loop.epochs_at_pace(3, 100.0, 20.0, 110.0) == 3
+    # Epoch 3 trained, its validation still to run: 1150 s left, 3% in hand, minus that
+    # validation (20 s): 1095.5 s, at 100 + 20 s an epoch 9 more and 15.5 s over, too
+    # little to train and validate any part of one.
+    assert loop.epochs_at_pace(3, 100.0, 20.0, 1150.0) == 12
+    # 1200 s left: 9 more and 64 s over, 44 s of training after its validation: a 13th,
+    # shorter epoch (the deadline ends it) rather than 44 s idle.
+    assert loop.epochs_at_pace(3, 100.0, 20.0, 1200.0) == 13
+    # No whole epoch fits but 66 s of training does: one more, cut short.
+    assert loop.epochs_at_pace(3, 100.0, 20.0, 110.0) == 4
+    # Not a quarter of an epoch's steps: the plan ends with this one, never before it.
+    assert loop.epochs_at_pace(3, 100.0, 20.0, 60.0) == 3
+    assert loop.epochs_at_pace(3, 100.0, 20.0, 5.0) == 3
 
 
 @pytest.mark.parametrize("first_plan, replanned, replanned_at, epochs", [
@@ -202,6 +209,25 @@ def test_a_run_fitted_to_its_budget_replans_from_the_third_epoch_or_its_last_on(
         assert train_seconds > 0 and val_seconds > 0 and 0 < seconds_left < 600
     assert [r.epoch for r in results] == list(range(1, replanned + 1)) and [r.epochs for r in results] == epochs
     assert read_checkpoint(tmp_path / "checkpoints" / f"epoch_{replanned:04d}").config.train.epochs == replanned
+
+
+def test_a_run_can_validate_only_its_first_and_last_epochs(tmp_path, tiny_samples):
+    """validate_between=False (a fold trial fitted to its budget): the first epoch, which
+    times a validation, and the last are validated, saved and reported; those between
+    only train."""
+    config = tiny_experiment(train={"epochs": 4})
+    results = loop.train_and_evaluate(config, *split(tiny_samples), tmp_path / "plain", validate_between=False)
+    assert [(r.epoch, r.step) for r in results] == [(1, 3), (4, 12)]
+    assert [c.epoch for c in list_checkpoints(tmp_path / "plain")] == [1, 4]
+
+
+def test_a_run_validating_first_and_last_validates_the_last_of_its_new_plan(tmp_path, tiny_samples, monkeypatch):
+    # First planned 2 epochs, re-planned to 4 at the second: the second now only trains.
+    monkeypatch.setattr(loop, "epochs_for_budget", lambda *args, **kwargs: 2)
+    monkeypatch.setattr(loop, "epochs_at_pace", lambda *args: 4)
+    results = loop.train_and_evaluate(tiny_experiment(train={"epochs": 50}), *split(tiny_samples), tmp_path,
+                                      time_budget_s=600.0, fit_epochs_to_budget=True, validate_between=False)
+    assert [(r.epoch, r.epochs) for r in results] == [(1, 2), (4, 4)]
 
 
 def test_not_a_checkpoint_is_a_clear_error(tmp_path):

@@ -302,14 +302,23 @@ def epochs_for_budget(config: ExperimentConfig, step_seconds: float, val_pixels:
 REPLAN_EPOCH = 3
 #: The share of the time left a re-plan keeps in hand.
 REPLAN_RESERVE = 0.03
+#: The least part of an epoch's steps worth a shorter last epoch. Planned in whole epochs, four
+#: of five fold trials of a 26-minute refit (2026-12-06, 150-step epochs of about 500 s with
+#: their validation) stopped 6-8 minutes before their deadline with no room for a whole one.
+LAST_EPOCH_SHARE = 0.25
 
 
 def epochs_at_pace(epoch: int, train_seconds: float, val_seconds: float, seconds_left: float) -> int:
     """The epochs in all that fit when `epoch` has trained and is still to
     be validated, with seconds_left before the deadline, at the measured
-    seconds an epoch trains and validates (REPLAN_RESERVE kept in hand)."""
-    usable = seconds_left * (1 - REPLAN_RESERVE) - val_seconds
-    return epoch + max(0, int(usable // max(train_seconds + val_seconds, 1e-9)))
+    seconds an epoch trains and validates (REPLAN_RESERVE kept in hand).
+    Time for at least LAST_EPOCH_SHARE of an epoch's steps beyond the whole
+    epochs counts one more: the deadline ends it early and it is validated
+    as the last (train_and_evaluate)."""
+    usable = max(0.0, seconds_left * (1 - REPLAN_RESERVE) - val_seconds)
+    whole, rest = divmod(usable, max(train_seconds + val_seconds, 1e-9))
+    shorter = rest - val_seconds >= LAST_EPOCH_SHARE * train_seconds
+    return epoch + int(whole) + int(shorter)
 
 
 def train_and_evaluate(
@@ -323,6 +332,7 @@ def train_and_evaluate(
     on_step=None,
     on_epoch=None,
     validate_on=None,
+    validate_between: bool = True,
     groups: dict | None = None,
     example_cache: Path | None = None,
     plan_epochs=None,
@@ -340,7 +350,11 @@ def train_and_evaluate(
     validated (and calibrated) on, or a Validation; default all. An epoch
     given none is neither validated nor saved nor reported, unless the
     budget stops training there (it then validates as the last epoch would).
-    groups: every sample's acquisition group by image id (computed here
+    validate_between=False validates (all of val_samples, without
+    validate_on) only the run's first epoch, which times a validation for
+    the deadline and the re-plans, and its last: the planned last or the
+    one the budget stops (a fold trial, whose out-of-fold score is its last
+    epoch's). groups: every sample's acquisition group by image id (computed here
     when not given). example_cache: a folder keeping the prepared
     training examples (nucjax.inputs.cached_training_examples).
     plan_epochs(epoch, unit_seconds): called after each epoch's training
@@ -452,7 +466,9 @@ def train_and_evaluate(
             config = config.replace(train={"epochs": max(planned, epoch)})
             plan_schedule(optimizer, config.train.total_steps)
 
-        validation = as_validation(validate_on(epoch) if validate_on is not None else range(len(val_samples)))
+        validated_now = validate_between or epoch == first_epoch or epoch >= config.train.epochs or stopped_early
+        validation = as_validation(validate_on(epoch) if validate_on is not None else
+                                   range(len(val_samples)) if validated_now else ())
         if stopped_early and not validation.images:
             validation = as_validation(validate_on(config.train.epochs))
         if not validation.images:
