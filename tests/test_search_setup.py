@@ -144,6 +144,17 @@ def test_every_fold_runs_at_once_on_whole_slots_or_shares_of_them():
     assert (budgeted["steps_per_epoch"], budgeted["epochs"]) == (150, 20)
 
 
+def test_a_refit_keeps_time_for_its_ensembles_calibration_by_its_images():
+    """search.refit.ensemble_reserve: the calibration's work follows the out-of-fold images
+    (about 300 s for 607 on two cores), so a 30-minute refit keeps about as much for it as the
+    share of a 60-minute one; a small set keeps the minute at least."""
+    from search.refit import ENSEMBLE_MIN_S, ensemble_reserve
+
+    assert ensemble_reserve(30 * 60, 607) == pytest.approx(0.55 * 607) and ensemble_reserve(30 * 60, 607) > 0.1 * 30 * 60
+    assert ensemble_reserve(120 * 60, 607) == pytest.approx(0.1 * 120 * 60)
+    assert ensemble_reserve(5 * 60, 40) == ENSEMBLE_MIN_S
+
+
 @pytest.mark.parametrize("gpu", [False, True])
 def test_the_spaces_vary_size_width_depth_model_and_diameter_and_nothing_else(gpu):
     """Many draws of the extended space take every value of each axis; what
