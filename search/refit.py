@@ -25,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from nucjax.experiment import FOLDS_FOLDER, Experiment
+from nucjax.inputs import InputConfig
 from nucjax.segmenter import scales_text
 
 #: The share of a --time-budget the refit takes when there are folds; the search has the rest.
@@ -33,10 +34,12 @@ REFIT_SHARE = 0.5
 DEFAULT_FOLDS = 5
 #: Of the refit's time, what the fold ensemble's calibration keeps (each fold model predicts its own fold
 #: once more, at one scale and at the multi-scale factors; then a calibration for each): ENSEMBLE_SHARE,
-#: and at least ENSEMBLE_MIN_S and ENSEMBLE_S_PER_IMAGE per out-of-fold image, since its work follows the
-#: images, not the refit's length. Measured on the real set on 2 cores: 339 s for 590 images after a
-#: 56-minute refit (150 s when it calibrated one scale), about 300 s for 607 after a 26-minute one,
-#: which a share alone (178 s) did not hold.
+#: and at least ENSEMBLE_MIN_S and ENSEMBLE_S_PER_IMAGE per out-of-fold image at the default nucleus
+#: diameter, since its work follows the images' pixels, not the refit's length: a model of a larger
+#: diameter shrinks images less, (diameter / 16) ** 2 the pixels. Measured on the real set on 2 cores:
+#: 339 s for 590 images after a 56-minute refit (150 s when it calibrated one scale), about 300 s for
+#: 607 after a 26-minute one (which a share alone, 178 s, did not hold), about 420 s for 607 at
+#: diameter 20.
 ENSEMBLE_SHARE = 0.1
 ENSEMBLE_MIN_S = 60.0
 ENSEMBLE_S_PER_IMAGE = 0.55
@@ -178,9 +181,11 @@ def ensemble_task(checkpoints: list[str], samples, environment: dict) -> dict:
             "scales": list(found.scales), "tried": tried}
 
 
-def ensemble_reserve(seconds: float, images: int) -> float:
-    """Seconds of a refit of `seconds` kept for the fold ensemble's calibration over `images` out-of-fold images."""
-    return max(seconds * ENSEMBLE_SHARE, ENSEMBLE_MIN_S, ENSEMBLE_S_PER_IMAGE * images)
+def ensemble_reserve(seconds: float, images: int, diameter: float = InputConfig.diameter) -> float:
+    """Seconds of a refit of `seconds` kept for the fold ensemble's calibration over `images`
+    out-of-fold images, predicted by models trained at nucleus `diameter` (px)."""
+    per_image = ENSEMBLE_S_PER_IMAGE * (diameter / InputConfig.diameter) ** 2
+    return max(seconds * ENSEMBLE_SHARE, ENSEMBLE_MIN_S, per_image * images)
 
 
 def refit(args, ray, experiment: Experiment, samples, params: dict, folds: int, seconds: float | None,
@@ -196,7 +201,9 @@ def refit(args, ray, experiment: Experiment, samples, params: dict, folds: int, 
 
     started = time.monotonic()
     # A fold trains what is left once its start, its last report and the ensemble's calibration are kept aside.
-    reserve = ensemble_reserve(seconds, len(samples) - len(experiment.test_ids)) + TRIAL_START_S + DEADLINE_MARGIN_S if seconds else 0.0
+    images = len(samples) - len(experiment.test_ids)
+    diameter = float(params.get("diameter", InputConfig.diameter))
+    reserve = ensemble_reserve(seconds, images, diameter) + TRIAL_START_S + DEADLINE_MARGIN_S if seconds else 0.0
     trial_seconds = max(seconds - reserve, 1.0) if seconds else None
     print(f"refitting {source} on {folds} folds" + (f", {trial_seconds / 60:.1f} minutes each" if seconds else ""), flush=True)
     rows = run_refit(args, ray, str(experiment.folder), samples, params, folds, trial_seconds)

@@ -145,14 +145,16 @@ def test_every_fold_runs_at_once_on_whole_slots_or_shares_of_them():
 
 
 def test_a_refit_keeps_time_for_its_ensembles_calibration_by_its_images():
-    """search.refit.ensemble_reserve: the calibration's work follows the out-of-fold images
-    (about 300 s for 607 on two cores), so a 30-minute refit keeps about as much for it as the
-    share of a 60-minute one; a small set keeps the minute at least."""
+    """search.refit.ensemble_reserve: the calibration's work follows the out-of-fold images and
+    their pixels (about 300 s for 607 on two cores), so a 30-minute refit keeps about as much
+    for it as the share of a 60-minute one; a small set keeps the minute at least."""
     from search.refit import ENSEMBLE_MIN_S, ensemble_reserve
 
     assert ensemble_reserve(30 * 60, 607) == pytest.approx(0.55 * 607) and ensemble_reserve(30 * 60, 607) > 0.1 * 30 * 60
     assert ensemble_reserve(120 * 60, 607) == pytest.approx(0.1 * 120 * 60)
     assert ensemble_reserve(5 * 60, 40) == ENSEMBLE_MIN_S
+    # Models of 20 px nuclei shrink images less: (20 / 16) ** 2 the pixels to predict.
+    assert ensemble_reserve(30 * 60, 607, diameter=20.0) == pytest.approx(0.55 * 607 * 1.5625)
 
 
 @pytest.mark.parametrize("gpu", [False, True])
