@@ -17,9 +17,10 @@ whose nuclei are larger than the diameter each model was trained at down
 to it, and keeps the native first pass when that scale is close to 1. 'model' (the default) is 'auto'
 for models trained at a canonical diameter, 'native' for the others.
 A set of images (a folder, a validation split) is planned first
-(Segmenter.planned): each image takes the median diameter of its
-acquisition (the images of its experiment among them), so one image's
-misjudged first pass cannot flip it.
+(Segmenter.planned): an image whose own estimate lies more than 3x from
+the median diameter of its acquisition (the images of its experiment
+among them) takes that median, so one image's misjudged first pass cannot
+flip it (nucjax.scale.acquisition_diameters).
 Post-processing runs once on the combined maps at the working scale (the
 first model's), with the settings calibrated for the image's kind, and the
 labels are mapped back to every original pixel.
@@ -312,8 +313,9 @@ class Segmenter:
         """This segmenter with the scale of each of `images` decided by its
         acquisition: every image's first pass finds its diameter, images are
         grouped by experiment (kind, size and look: nucjax.data.split's
-        acquisition_groups, over these images only) and each takes its
-        group's median diameter (nucjax.scale.acquisition_diameters).
+        acquisition_groups, over these images only) and each keeps its
+        own diameter unless its group's median outvotes it
+        (nucjax.scale.acquisition_diameters).
         Segmenting one of them then costs no second first pass. Itself when
         the scale is not 'auto' or scale_by is 'image'; images it was not
         planned for estimate their own."""

@@ -241,17 +241,22 @@ def test_the_extended_unet_trains_and_predicts_on_rescaled_images(tmp_path):
     assert segmenter.segment(train[0].image).shape == (96, 96)
 
 
-def test_an_acquisition_takes_the_median_of_its_images_diameters():
-    from nucjax.scale import acquisition_diameters
+def test_an_acquisition_outvotes_only_an_implausible_estimate():
+    from nucjax.scale import OUTVOTE_RATIO, acquisition_diameters
 
-    found = [40.0, 42.0, None, 90.0, 10.0, None]
+    found = [40.0, 30.0, None, 160.0, 10.0, None]
     groups = ["a", "a", "a", "a", "b", "c"]
     out = acquisition_diameters(found, groups)
-    # Three found in 'a': the middle one speaks (an outlier cannot move it); the image that found none takes it.
-    assert out[:4] == [pytest.approx(42.0)] * 4
+    # 'a' has median 40: 30 is within OUTVOTE_RATIO of it and keeps its own, 160 (4x) is
+    # outvoted, the image that found none takes the median.
+    assert OUTVOTE_RATIO < 4
+    assert out[:4] == [pytest.approx(40.0), pytest.approx(30.0), pytest.approx(40.0), pytest.approx(40.0)]
     assert out[4] == pytest.approx(10.0) and out[5] is None
-    # An even count: the geometric mean of the middle two.
-    assert acquisition_diameters([40.0, 90.0], ["a", "a"]) == [pytest.approx(60.0)] * 2
+    # outvote 1: the median always; an even count takes the geometric mean of the middle two.
+    assert acquisition_diameters([40.0, 90.0], ["a", "a"], outvote=1.0) == [pytest.approx(60.0)] * 2
+    assert acquisition_diameters(found, groups, outvote=1.0)[:4] == [pytest.approx(40.0)] * 4
+    # infinity: each image's own, where it found one.
+    assert acquisition_diameters(found, groups, outvote=float("inf"))[:4] == [40.0, 30.0, pytest.approx(40.0), 160.0]
 
 
 def counting_model():
@@ -279,7 +284,8 @@ def test_a_planned_folder_scales_each_image_for_its_acquisition_at_no_extra_firs
     assert segmenter.member_maps(odd)[0] == 1.0  # on its own, the odd image stays native
     planned = segmenter.planned([*large, odd, *small])
     assert [planned.member_maps(i)[0] for i in large] == [pytest.approx(model.diameter / 40, rel=0.1)] * 3
-    assert planned.member_maps(odd)[0] == planned.member_maps(large[0])[0]  # its acquisition outvotes it
+    # Its acquisition outvotes it (over 3x apart); the large images, within it, keep their own.
+    assert planned.member_maps(odd)[0] == pytest.approx(model.diameter / 40, rel=0.1)
     seen.clear()
     assert [planned.member_maps(i)[0] for i in small] == [1.0, 1.0]
     assert not seen  # native images reuse the plan's first pass: no pass is run twice
