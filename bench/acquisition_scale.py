@@ -9,9 +9,10 @@ image is segmented at the scale each rule gives (nucjax.scale.
 acquisition_diameters with outvote R): R 1, the group's median always;
 inf, the image's own estimate always; between, the median only where the
 image's estimate lies more than R times from it. The per-image scores are
-compared with the paired bootstrap of metrics.paired_gain against R 1.
-The rule the checkpoints were validated with reproduces their recorded
-scores (printed as a check).
+compared with the paired bootstrap of metrics.paired_gain against R 1,
+and against the scale the masks' own median diameter gives (what a
+perfect estimate would reach). The rule the checkpoints were validated
+with reproduces their recorded scores (printed as a check).
 
     python bench/acquisition_scale.py EXPERIMENT [--ratios 1,1.5,2,3,inf]
 """
@@ -40,7 +41,7 @@ def main() -> None:
     from nucjax.experiment import read_experiment
     from nucjax.folds import fold_samples
     from nucjax.metrics import image_score, mean_by, paired_gain
-    from nucjax.scale import OUTVOTE_RATIO, acquisition_diameters, scale_to, snapped
+    from nucjax.scale import OUTVOTE_RATIO, acquisition_diameters, median_diameter, scale_to, snapped
     from nucjax.segmenter import Segmenter, load_model
 
     ratios = [float(r) for r in args.ratios.split(",")]
@@ -49,6 +50,7 @@ def main() -> None:
     models = [load_model(p) for p in paths]
     samples = load_dataset(experiment_data(experiment, cache_root()), labelled=True).samples
     scores = {r: [] for r in ratios}
+    masks = []  # each image at the scale its masks' median diameter gives
     recorded, kinds, groups_seen = [], [], []
     for fold, (path, model, own) in enumerate(zip(paths, models, fold_samples(models, samples))):
         segmenter = Segmenter.of([model])
@@ -58,11 +60,15 @@ def main() -> None:
         factors = {r: [snapped(scale_to(d, model.diameter)) for d in acquisition_diameters(found, groups, r)] for r in ratios}
         for i, sample in enumerate(own):
             at = {}
-            for r in ratios:
-                f = factors[r][i]
+
+            def score_at(f):
                 if f not in at:
                     at[f] = image_score(sample.labels, segmenter.replace(scale=f).segment(sample.image)).score
-                scores[r].append(at[f])
+                return at[f]
+
+            for r in ratios:
+                scores[r].append(score_at(factors[r][i]))
+            masks.append(score_at(snapped(scale_to(median_diameter(sample.labels), model.diameter))))
         metrics = read_checkpoint(path).metrics
         recorded += [dict(zip(metrics["image_ids"], metrics["image_scores"]))[s.image_id] for s in own]
         kinds += [image_kind(s.image) for s in own]
@@ -75,6 +81,9 @@ def main() -> None:
         print(f"outvote {r:g}{' (default)' if r == OUTVOTE_RATIO else ''}: {np.mean(scores[r]):.4f} "
               f"({', '.join(f'{k} {v:.4f}' for k, v in by_kind.items())}){gain}; "
               f"largest difference from recorded {max(abs(a - b) for a, b in zip(scores[r], recorded)):.4f}")
+    best = max(ratios, key=lambda r: np.mean(scores[r]))
+    print(f"the masks' diameters: {np.mean(masks):.4f} ({', '.join(f'{k} {v:.4f}' for k, v in mean_by(masks, kinds).items())}), "
+          f"against outvote {best:g}: {paired_gain(masks, scores[best])}")
     # The acquisitions where the rules differ, as each fold's prediction planned them.
     changed = sorted({g for g, *values in zip(groups_seen, *scores.values()) if len(set(values)) > 1})
     for group in changed:
