@@ -59,18 +59,16 @@ def main() -> None:
         groups = [planned[s.image_id] for s in own]
         factors = {r: [snapped(scale_to(d, model.diameter)) for d in acquisition_diameters(found, groups, r)] for r in ratios}
         for i, sample in enumerate(own):
-            at = {}
-
-            def score_at(f):
-                if f not in at:
-                    at[f] = image_score(sample.labels, segmenter.replace(scale=f).segment(sample.image)).score
-                return at[f]
-
+            at_masks = snapped(scale_to(median_diameter(sample.labels), model.diameter))
+            # Each distinct scale the rules (and the masks) give this image is segmented once.
+            at = {f: image_score(sample.labels, segmenter.replace(scale=f).segment(sample.image)).score
+                  for f in {at_masks, *(factors[r][i] for r in ratios)}}
             for r in ratios:
-                scores[r].append(score_at(factors[r][i]))
-            masks.append(score_at(snapped(scale_to(median_diameter(sample.labels), model.diameter))))
+                scores[r].append(at[factors[r][i]])
+            masks.append(at[at_masks])
         metrics = read_checkpoint(path).metrics
-        recorded += [dict(zip(metrics["image_ids"], metrics["image_scores"]))[s.image_id] for s in own]
+        recorded_scores = dict(zip(metrics["image_ids"], metrics["image_scores"]))
+        recorded += [recorded_scores[s.image_id] for s in own]
         kinds += [image_kind(s.image) for s in own]
         groups_seen += [f"fold {fold} {group}" for group in groups]  # each fold plans and names its own groups
         print(f"{path}: {len(own)} images", flush=True)
