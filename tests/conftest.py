@@ -72,10 +72,10 @@ def tiny_run(tmp_path_factory, tiny_root):
 
 
 #: With pyproject's `-n 2 --dist loadfile --no-loadscope-reorder`, files go to the two workers in this
-#: order, two each to start: the search tests (the longest, one Ray cluster) and a quick file to one,
-#: the scale tests (the next longest) and the worked notebook (its own Ray) to the other, and the rest
-#: to whichever is free.
-FIRST_FILES = ("test_search.py", "test_scale.py", "test_rle.py", "test_notebook.py")
+#: order, two each to start: the two cluster files (each its own Ray cluster) one to each worker, then
+#: the worked notebook (its own Ray) behind the shorter of them and a quick file behind the other, and
+#: the rest to whichever is free.
+FIRST_FILES = ("test_search.py", "test_search_recovery.py", "test_notebook.py", "test_rle.py")
 
 
 def pytest_collection_modifyitems(config, items):

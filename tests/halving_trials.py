@@ -1,4 +1,4 @@
-"""Run by test_search.py on its Ray cluster: successive halving
+"""Run by test_search_recovery.py on its Ray cluster: successive halving
 (search.scheduler) over eight trivial trials whose score grows with their
 'quality', each resuming from its checkpoint when paused. Prints, as JSON,
 each trial's quality, the iterations it ran (as it logged them itself: Tune's

@@ -1,7 +1,7 @@
 """Successive halving planned from the time budget (search.halving): the
 rung plan, its refusal of a budget too small, the fixed validation subset,
 and the record the scheduler keeps. The scheduler on a Ray cluster, pausing
-and resuming trials, is in test_search.py."""
+and resuming trials, is in test_search_recovery.py."""
 
 from __future__ import annotations
 

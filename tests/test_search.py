@@ -1,7 +1,9 @@
 """The search on a real two-node Ray cluster on loopback: trials on both
-nodes, the report refreshed as they run, a killed trial resuming from its
-checkpoint, an interrupted search resumed with --resume, and a resource
-request no node can hold. What needs no cluster is in test_search_setup.py.
+nodes, their checkpoints in shared storage, the winner refit on group folds
+side by side, the fold models as the ensemble, the report; the simple space;
+a resource request no node can hold. Trials killed, searches interrupted and
+resumed, and successive halving on a cluster are in test_search_recovery.py;
+what needs no cluster is in test_search_setup.py.
 
 The cluster is started once for this module, by `ray start`, in separate
 processes: this test process never imports Ray's driver or starts JAX in it.
@@ -11,101 +13,21 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
+from loopback_cluster import ROOT, loopback_cluster, results, search
 
-ROOT = Path(__file__).resolve().parents[1]
 PORT = 6391
-
-
-def ray_env(tmp_root: Path, cache: Path) -> dict:
-    env = dict(os.environ)
-    env.update({"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(tmp_root),
-                "NUCJAX_CACHE": str(cache)})
-    return env
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """Two Ray nodes on 127.0.0.1, one CPU each, told apart by a custom resource."""
-    # Ray's sockets live under its temp dir, and a socket's path may not pass 107 bytes: pytest's
-    # per-worker folders are too deep for it.
-    tmp_root = Path(tempfile.mkdtemp(prefix="nucjax-ray-"))
-    env = ray_env(tmp_root, tmp_path_factory.getbasetemp() / "cache")  # the cache the other tests use
-    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
-    try:
-        ray_start(["--head", "--port", str(PORT), "--include-dashboard", "false", "--temp-dir", str(tmp_root),
-                   "--resources", '{"head_node": 1}'] + common, env)
-        ray_start(["--address", f"127.0.0.1:{PORT}", "--resources", '{"second_node": 1}'] + common, env)
-        yield {"address": f"127.0.0.1:{PORT}", "env": env}
-    finally:  # a node that failed to start must not leave the other running
-        stop_cluster(tmp_root)
-        shutil.rmtree(tmp_root, ignore_errors=True)
-
-
-def ray_start(flags: list[str], env: dict, attempts: int = 3) -> None:
-    """`ray start`, tried again when it fails: on a loaded machine (the other test
-    worker compiling) a node may miss its deadline to register."""
-    for _ in range(attempts):
-        done = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "start", *flags], env=env,
-                              capture_output=True, text=True, timeout=120)
-        if done.returncode == 0:
-            return
-    raise AssertionError(f"ray start {' '.join(flags)} failed:\n{done.stdout[-1500:]}\n{done.stderr[-1500:]}")
-
-
-def stop_cluster(tmp_root: Path) -> None:
-    """Stop this test's Ray processes only: `ray stop` would stop every Ray
-    cluster of the user on the machine, a search the user runs included."""
-    import psutil
-
-    ours = [p for p in psutil.process_iter(["cmdline"]) if str(tmp_root) in " ".join(p.info["cmdline"] or [])]
-    for process in ours:
-        process.terminate()
-    _, alive = psutil.wait_procs(ours, timeout=3)  # some Ray processes ignore SIGTERM: do not wait long
-    for process in alive:
-        process.kill()
-
-
-def search(cluster, storage: Path, *flags, wait: bool = True, timeout: int = 300):
-    command = [sys.executable, "-m", "search.run", "--address", cluster["address"], "--storage", str(storage),
-               "--verbose", "0", *flags]
-    process = subprocess.Popen(command, cwd=ROOT, env=cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if not wait:
-        return process
-    output, _ = process.communicate(timeout=timeout)
-    return process.returncode, output
-
-
-def results(storage: Path) -> list[dict]:
-    with open(storage / "results.csv") as handle:
-        return list(csv.DictReader(handle))
-
-
-def progress(trial_dir: Path) -> list[dict]:
-    path = trial_dir / "progress.csv"
-    if not path.is_file():
-        return []
-    with open(path) as handle:
-        return list(csv.DictReader(handle))
-
-
-def wait_for(condition, timeout: float, what: str, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
+    with loopback_cluster(PORT, tmp_path_factory.getbasetemp() / "cache") as started:  # the cache the other tests use
+        yield started
 
 
 def test_trials_run_on_both_nodes_and_checkpoint_to_shared_storage(cluster, tmp_path):
@@ -244,69 +166,6 @@ def check_tensorboard(storage: Path) -> None:
         assert reported and reported <= steps
 
 
-def trial_processes(cluster) -> list:
-    """This cluster's trial processes: its workers inherit RAY_TMPDIR from `ray start`
-    (a search the user runs beside the tests is left alone)."""
-    import psutil
-
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        line = " ".join(process.info["cmdline"] or [])
-        if "ray::" in line and ("ImplicitFunc" in line or "run_trial" in line):
-            try:
-                if process.environ().get("RAY_TMPDIR") == cluster["env"]["RAY_TMPDIR"]:
-                    found.append(process)
-            except psutil.Error:
-                continue
-    return found
-
-
-def staged_epochs(cluster, since: float) -> int:
-    """Epochs the newest trial has reported, read where Tune writes them at
-    once (its staging folder under the cluster's temp dir): the experiment
-    folder gets them only at Tune's next sync, often after a smoke trial ends."""
-    staged = [p for p in Path(cluster["env"]["RAY_TMPDIR"]).rglob("driver_artifacts/trial_*/progress.csv")
-              if p.stat().st_mtime >= since]
-    return max((len(progress(p.parent)) for p in staged), default=0)
-
-
-def test_a_killed_trial_resumes_from_its_last_checkpoint(cluster, tmp_path):
-    storage = tmp_path / "exp"
-    started = time.time()
-    process = search(cluster, storage, "--space", "extended", "--samples", "1", "--max-epochs", "3", wait=False)
-    trial = lambda: next(iter(sorted(storage.glob("trial_*"))), None)  # noqa: E731
-    # Killed while it trains its later epochs (about 3 s each once compiled).
-    wait_for(lambda: staged_epochs(cluster, started) >= 1, 240, "a reported epoch", every=0.2)
-    victims = trial_processes(cluster)
-    assert victims, "no trial process found"
-    for victim in victims:
-        victim.kill()
-    output, _ = process.communicate(timeout=300)
-    assert process.returncode == 0, output
-    epochs = [int(float(row["epoch"])) for row in progress(trial())]
-    assert epochs[-1] == 3
-    # Every epoch is reported, and at most one is trained twice.
-    assert sorted(set(epochs)) == [1, 2, 3] and len(epochs) - 3 <= 1
-
-
-def test_an_interrupted_search_resumes(cluster, tmp_path):
-    storage = tmp_path / "exp"
-    process = search(cluster, storage, "--space", "extended", "--samples", "2", "--max-concurrent", "1",
-                     "--max-epochs", "2", wait=False)
-    report = storage / "report.html"  # refreshed as trials report: it shows the search so far
-    shows_first_trial = lambda page: "running (epoch 1)" in page or "finished" in page  # noqa: E731
-    wait_for(lambda: report.is_file() and "refreshes as trials report" in report.read_text()
-             and shows_first_trial(report.read_text()), 240, "the first trial in the running search's report")
-    process.send_signal(signal.SIGINT)
-    process.communicate(timeout=120)
-    finished = lambda: [r for r in results(storage) if r.get("epochs_run") == "2"]  # noqa: E731
-    if (storage / "results.csv").exists():  # Tune may report what it had when interrupted
-        assert len(finished()) < 2
-    code, output = search(cluster, storage, "--resume")
-    assert code == 0, output
-    assert len(results(storage)) == 2 and len(finished()) == 2
-
-
 def test_the_simple_space_needs_no_training(cluster, tmp_path):
     storage = tmp_path / "exp"
     code, output = search(cluster, storage, "--space", "simple", "--samples", "3")
@@ -319,51 +178,3 @@ def test_an_impossible_resource_request_is_refused(cluster, tmp_path):
     code, output = search(cluster, tmp_path / "exp", "--gpus-per-trial", "1")
     assert code == 2
     assert "no node can hold a trial" in output
-
-
-def run_halving(cluster, storage: Path, *flags: str, wait: bool = True):
-    """tests/halving_trials.py on the cluster: its JSON, or the running process (wait=False)."""
-    command = [sys.executable, str(ROOT / "tests" / "halving_trials.py"), cluster["address"], str(storage), *flags]
-    options = {"cwd": ROOT, "env": {**cluster["env"], "PYTHONPATH": str(ROOT)}, "text": True}
-    if not wait:
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options)
-    done = subprocess.run(command, capture_output=True, timeout=240, **options)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def check_halving(found: dict) -> dict:
-    """Each rung kept its best (qualities 0.9 and 0.8 survive; 0.7, 0.6 leave at rung 1), and every trial went on
-    from its checkpoint, never from scratch, to its rung's end. The trials by quality."""
-    by_quality = {t["quality"]: (trial_id, t) for trial_id, t in found["trials"].items()}
-    fate = {quality: found["fates"][trial_id] for quality, (trial_id, _) in by_quality.items()}
-    assert {q for q, f in fate.items() if f == "survivor"} == {0.9, 0.8}
-    assert {q for q, f in fate.items() if f == "pruned at rung 1"} == {0.7, 0.6}
-    assert {q for q, f in fate.items() if f == "pruned at rung 0"} == {0.5, 0.3, 0.2, 0.1}
-    for quality, (_, trial) in by_quality.items():
-        reached = {"survivor": 4, "pruned at rung 1": 2, "pruned at rung 0": 1}[fate[quality]]
-        # Iterations, as the trial logged them, only go up, to the rung's end. (A trial interrupted
-        # mid-iteration repeats it: its checkpoint is the last iteration it reported.)
-        iterations = trial["iterations"]
-        assert iterations[0] == 1 and iterations[-1] == reached and iterations == sorted(iterations)
-    return {quality: trial for quality, (_, trial) in by_quality.items()}
-
-
-def test_successive_halving_pauses_resumes_keeps_the_best_and_survives_an_interruption(cluster, tmp_path):
-    """search.scheduler on the cluster, over trivial trials (tests/halving_trials.py): each rung waits for
-    all its trials, the best go on from their checkpoints, the rest stop. Interrupted while trials wait at
-    the first rung and resumed: Tune saves no scheduler state, so the scheduler takes its rungs, scores and
-    fates from halving.jsonl, and the paused trials (requeued as pending) go on or stop as their rung decides."""
-    from search.halving import fates, read_halving
-
-    storage = tmp_path / "halving"
-    process = run_halving(cluster, storage, "--slow", wait=False)
-    paused = lambda: (read_halving(storage) or {}).get("scores", {}).get("0", {})  # noqa: E731
-    wait_for(lambda: len(paused()) >= 3, 180, "trials paused at the first rung")
-    process.send_signal(signal.SIGINT)
-    process.communicate(timeout=120)
-    interrupted = fates(read_halving(storage))
-    assert "survivor" not in interrupted.values()  # stopped before the last rung
-    trials = check_halving(run_halving(cluster, storage, "--resume"))
-    # Eight trials on two slots: the rungs' waits paused some, which came back from their checkpoints.
-    assert max(t["restarts"] for t in trials.values()) >= 1
