@@ -6,7 +6,11 @@ resumed, and successive halving on a cluster are in test_search_recovery.py;
 what needs no cluster is in test_search_setup.py.
 
 The cluster is started once for this module, by `ray start`, in separate
-processes: this test process never imports Ray's driver or starts JAX in it.
+processes, and the searches run on it as commands: this test process never
+imports Ray's driver. What reads a finished search (nucjax.predict,
+ensemble.predict, search.report) runs in this process, through each
+command's main(): a fresh process of each would spend 5-7 s starting JAX
+again.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ from __future__ import annotations
 import csv
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from loopback_cluster import ROOT, loopback_cluster, results, search
+from loopback_cluster import loopback_cluster, results, search
+
+from ensemble.predict import main as ensemble_predict
+from nucjax.predict import main as predict
+from search.report import main as report
 
 PORT = 6391
 
@@ -30,7 +36,15 @@ def cluster(tmp_path_factory):
         yield started
 
 
-def test_trials_run_on_both_nodes_and_checkpoint_to_shared_storage(cluster, tmp_path):
+def run(main, capsys, *argv) -> tuple[str, str]:
+    """A command's main() in this process: its stdout and stderr; it must not exit."""
+    capsys.readouterr()
+    main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return captured.out, captured.err
+
+
+def test_trials_run_on_both_nodes_and_checkpoint_to_shared_storage(cluster, tmp_path, capsys, monkeypatch):
     storage = tmp_path / "runs" / "extended-test"  # where ensemble.predict looks by default
     code, output = search(cluster, storage, "--space", "extended", "--samples", "2", "--max-epochs", "1", "--folds", "2")
     assert code == 0, output
@@ -50,30 +64,27 @@ def test_trials_run_on_both_nodes_and_checkpoint_to_shared_storage(cluster, tmp_
     # The score the search reported is the one nucjax.predict gives for the checkpoint on its validation images.
     best = rows[0]
     data = json.loads((storage / "experiment.json").read_text())["data"]
-    predicted = subprocess.run([sys.executable, "-m", "nucjax.predict", "--checkpoint", best["checkpoint"], "--data", data,
-                                "--split", "val", "--out", str(tmp_path / "val.csv")],
-                               env={**cluster["env"], "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
-    assert predicted.returncode == 0, predicted.stderr
-    assert predicted.stdout.strip().splitlines()[-1] == f"Kaggle score: {float(best['score']):.4f}"
+    predicted, _ = run(predict, capsys, "--checkpoint", best["checkpoint"], "--data", data, "--split", "val",
+                       "--out", tmp_path / "val.csv")
+    assert predicted.strip().splitlines()[-1] == f"Kaggle score: {float(best['score']):.4f}"
 
-    check_folds(cluster, storage, data, output, tmp_path)
+    check_folds(storage, data, output, tmp_path, capsys)
 
     # With no arguments, ensemble.predict takes this (the latest) experiment, its fold
     # models as the ensemble, and predicts the test images the search held back.
-    done = subprocess.run([sys.executable, "-m", "ensemble.predict", "--compare"], cwd=tmp_path, env={**cluster["env"], "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    monkeypatch.chdir(tmp_path)
+    out, err = run(ensemble_predict, capsys, "--compare")
     from nucjax.submission import read_submission
 
     test_ids = json.loads((storage / "experiment.json").read_text())["test_ids"]
     assert test_ids and set(read_submission(tmp_path / "submission.csv")) == set(test_ids)
-    assert "2 fold models" in done.stderr and done.stdout.strip().splitlines()[-1].startswith("Kaggle score: ")
-    assert "mean of 2 (all)" in done.stdout and "intersect of 2 (all)" in done.stdout
-    check_report(cluster, storage, tmp_path)
+    assert "2 fold models" in err and out.strip().splitlines()[-1].startswith("Kaggle score: ")
+    assert "mean of 2 (all)" in out and "intersect of 2 (all)" in out
+    check_report(storage, tmp_path, capsys)
     check_tensorboard(storage)
 
 
-def check_folds(cluster, storage: Path, data: str, output: str, cwd: Path) -> None:
+def check_folds(storage: Path, data: str, output: str, cwd: Path, capsys) -> None:
     """The winner refit on 2 folds: the fold trials ran side by side (one per node, at
     once), every image outside the test set validated once, the out-of-fold score is
     nucjax.predict --split val of each fold model pooled, and the fold models are the
@@ -90,14 +101,12 @@ def check_folds(cluster, storage: Path, data: str, output: str, cwd: Path) -> No
     record = json.loads((storage / "experiment.json").read_text())
     oof = record["search"]["folds"]["oof"]
     assert oof["images"] == sum(int(f["images"]) for f in folds) == 24 - len(record["test_ids"])
-    env = {**cluster["env"], "PYTHONPATH": str(ROOT)}
     pooled = 0.0
     for fold in folds:
-        done = subprocess.run([sys.executable, "-m", "nucjax.predict", "--checkpoint", fold["checkpoint"], "--data", data,
-                               "--split", "val", "--out", str(cwd / "fold.csv")], env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
-        assert f"predicting {fold['images']} images" in done.stderr
-        assert done.stdout.strip().splitlines()[-1] == f"Kaggle score: {float(fold['score']):.4f}"
+        out, err = run(predict, capsys, "--checkpoint", fold["checkpoint"], "--data", data, "--split", "val",
+                       "--out", cwd / "fold.csv")
+        assert f"predicting {fold['images']} images" in err
+        assert out.strip().splitlines()[-1] == f"Kaggle score: {float(fold['score']):.4f}"
         pooled += float(fold["score"]) * int(fold["images"])
     assert oof["score"] == pytest.approx(pooled / oof["images"])
     assert f"out-of-fold score: {oof['score']:.4f} over {oof['images']} images in 2 folds" in output
@@ -110,18 +119,16 @@ def check_folds(cluster, storage: Path, data: str, output: str, cwd: Path) -> No
     assert f"scales 1: {tried[0]['score']:.4f}" in output
 
 
-def check_report(cluster, storage: Path, cwd: Path) -> None:
+def check_report(storage: Path, cwd: Path, capsys) -> None:
     """The search wrote its report; after ensemble.predict --compare (run by the caller), search.report (the latest
     experiment by default) adds the failure gallery and the comparison, and Chromium shows it all."""
     from search.browser import find_chromium
 
     written = (storage / "report.html").read_text()
     assert "<h2 id='trials'>" in written and "finished" in written
-    env = {**cluster["env"], "PYTHONPATH": str(ROOT)}
     shot = cwd / "report.png"
-    flags = ["--screenshot", str(shot)] if find_chromium() else []
-    done = subprocess.run([sys.executable, "-m", "search.report", *flags], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    flags = ["--screenshot", shot] if find_chromium() else []
+    run(report, capsys, *flags)  # in cwd, where the latest experiment is under ./runs
     page = (storage / "report.html").read_text()
     assert page.count("<figure>") >= 2 and "Not run yet" not in page  # the failure gallery, the comparison
     assert re.search(r"<figcaption>[0-9.]+ &middot; \w+ &middot; (native scale|scale [0-9.]+) &middot;", page)  # each image's scale
